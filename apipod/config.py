@@ -1,0 +1,218 @@
+"""One ``Config``, built once at start.
+
+Precedence (highest first): environment (``APIPOD_*``) > ``APIPod(...)`` arguments and CLI
+flags > ``apipod-deploy/apipod.json`` > defaults. Every problem (unknown key, bad value,
+unsupported provider) raises :class:`ConfigError` with a message that says what to fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from apipod.errors import ConfigError
+
+COMPUTE_MODES = ("dedicated", "serverless")
+PROVIDERS = ("localhost",)
+ROLES = ("all", "api", "workers")
+DEPLOY_FILE = Path("apipod-deploy") / "apipod.json"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of an APIPod service. See DESIGN §6 and the README's table."""
+
+    compute: str = "dedicated"
+    provider: str = "localhost"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_workers: int = 1
+    gpus: str = "auto"
+    queue_size: int = 500
+    job_ttl: float = 3600.0
+    job_timeout: float = 3600.0
+    max_attempts: int = 3
+    data_dir: str = "./apipod-data"
+    database_url: str | None = None
+    api_key: str | None = None
+    role: str = "all"
+    max_upload_file_size_mb: float = 1024.0
+    media_url_allowlist: tuple[str, ...] = ()
+    media_url_timeout_s: float = 30.0
+    media_url_max_mb: float = 512.0
+    lease_s: float = 30.0
+    worker_start_timeout: float = 600.0
+    cancel_grace_s: float = 5.0
+    shutdown_grace_s: float = 30.0
+    max_jobs_per_worker: int = 0
+    worker_max_rss_mb: float = 0.0
+    log_level: str = "info"
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def queue_enabled(self) -> bool:
+        return self.compute == "serverless"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'apipod.db'}"
+
+    @classmethod
+    def load(
+        cls,
+        overrides: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        deploy_file: Path | None = None,
+    ) -> Config:
+        """Build the config from the three sources, highest precedence last applied."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        values.update(_read_deploy_file(deploy_file or DEPLOY_FILE))
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        values.update(_read_env(env))
+        return cls.from_mapping(values)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Config:
+        known = {f.name: f for f in fields(cls) if f.name != "extra"}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s): {', '.join(unknown)}; known settings: {', '.join(known)}"
+            )
+        parsed = {name: _parse(name, value) for name, value in values.items()}
+        config = cls(**parsed)
+        _validate(config)
+        return config
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    def to_env(self) -> dict[str, str]:
+        """The settings as ``APIPOD_*`` variables, to hand to child processes."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra" or value is None:
+                continue
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            out[f"APIPOD_{f.name.upper()}"] = str(value)
+        return out
+
+
+def _read_deploy_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: expected a JSON object with a 'queue' section")
+    values: dict[str, Any] = {}
+    for section, body in document.items():
+        if section not in ("queue", "server", "media"):
+            raise ConfigError(f"{path}: unknown section {section!r} (use 'queue', 'server')")
+        if not isinstance(body, dict):
+            raise ConfigError(f"{path}: section {section!r} must be an object")
+        values.update(body)
+    return values
+
+
+def _read_env(env: Mapping[str, str]) -> dict[str, Any]:
+    names = {f.name for f in fields(Config)} - {"extra"}
+    values: dict[str, Any] = {}
+    for key, value in env.items():
+        if not key.startswith("APIPOD_"):
+            continue
+        name = key[len("APIPOD_") :].lower()
+        if name in names:
+            values[name] = value
+    return values
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _to_tuple(value: Any) -> tuple[str, ...]:
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v).strip() for v in value if str(v).strip())
+    return tuple(part.strip() for part in str(value).split(",") if part.strip())
+
+
+def _to_optional_str(value: Any) -> str | None:
+    text = str(value).strip()
+    return text or None
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "str | None": _to_optional_str,
+    "bool": _to_bool,
+    "tuple[str, ...]": _to_tuple,
+}
+
+
+def _parse(name: str, value: Any) -> Any:
+    annotation = next(f.type for f in fields(Config) if f.name == name)
+    parser = _PARSERS[str(annotation)]
+    if parser in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"setting {name}: expected a number, got {value!r}")
+    try:
+        if parser is int and isinstance(value, str):
+            return int(value.strip())
+        return parser(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: bad value {value!r} ({exc})") from None
+
+
+def _validate(config: Config) -> None:
+    if config.compute not in COMPUTE_MODES:
+        raise ConfigError(f"compute must be one of {COMPUTE_MODES}, got {config.compute!r}")
+    if config.provider not in PROVIDERS:
+        raise ConfigError(
+            f"provider {config.provider!r} is not supported here; use one of {PROVIDERS} "
+            "(set APIPOD_PROVIDER or APIPod(provider=...))"
+        )
+    if config.role not in ROLES:
+        raise ConfigError(f"role must be one of {ROLES}, got {config.role!r}")
+    if not 0 < config.port < 65536:
+        raise ConfigError(f"port must be in 1..65535, got {config.port}")
+    for name in ("max_workers", "queue_size", "max_attempts"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")
+    for name in ("job_ttl", "job_timeout", "lease_s", "worker_start_timeout"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{name} must be positive, got {getattr(config, name)}")
+    for name in ("cancel_grace_s", "shutdown_grace_s", "max_jobs_per_worker", "worker_max_rss_mb"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{name} must not be negative, got {getattr(config, name)}")
+    if config.max_upload_file_size_mb <= 0:
+        raise ConfigError("max_upload_file_size_mb must be positive")
+    _validate_gpus(config.gpus)
+
+
+def _validate_gpus(gpus: str) -> None:
+    if gpus in ("auto", "none"):
+        return
+    parts = [p.strip() for p in gpus.split(",")]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise ConfigError(f"gpus must be 'auto', 'none' or a list like '0,1', got {gpus!r}")

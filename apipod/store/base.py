@@ -1,0 +1,239 @@
+"""The job store contract.
+
+The store is the single source of truth for jobs and workers. Every backend (one small
+class per SQL dialect) implements :class:`JobStore`; the contract tests in
+``tests/store/test_contract.py`` run against each of them.
+
+Rules every backend keeps:
+
+- FIFO: ``claim`` hands out the queued job with the lowest ``seq`` (a strictly increasing
+  sequence assigned at enqueue). Claiming is one atomic statement; a job is claimed by at
+  most one worker at a time.
+- Leases: a claim gives the worker a lease until ``lease_expires_at``. ``heartbeat``
+  extends it. ``recover_expired_leases`` requeues jobs whose lease ran out (the attempt
+  stays counted) or fails them once ``attempts`` reached ``max_attempts``.
+- Ownership: ``heartbeat``, ``set_progress``, ``finish``, ``fail``, ``time_out`` and
+  ``release`` only act while the job is ``processing`` *and* owned by that worker. They
+  return ``False`` otherwise, so a late result from a killed or expired worker is dropped
+  and no job is ever finished twice.
+- Terminal statuses (finished, failed, timeout, cancelled) are final; ``finished_at`` is
+  set when a job becomes terminal, and ``expire`` deletes terminal jobs (and their files)
+  ``ttl`` seconds after that.
+- Every method is synchronous and thread-safe; the HTTP front end calls them from a thread
+  pool. Errors of the database (locked, disk full, gone) raise ``StoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, BinaryIO
+
+
+class JobStatus(str, enum.Enum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    FINISHED = "finished"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.TIMEOUT, JobStatus.CANCELLED}
+)
+
+
+class WorkerState(str, enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    BUSY = "busy"
+    STOPPING = "stopping"
+    DEAD = "dead"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of the jobs table. ``inputs`` and ``result`` are decoded JSON."""
+
+    id: str
+    seq: int
+    endpoint: str
+    status: JobStatus
+    inputs: dict[str, Any]
+    result: Any = None
+    error: str | None = None
+    progress: float | None = None
+    message: str | None = None
+    attempts: int = 0
+    max_attempts: int = 3
+    worker: str | None = None
+    timeout_s: float | None = None
+    created_at: datetime | None = None
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    lease_expires_at: datetime | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One row of the workers table: a worker process on some host."""
+
+    id: str
+    host: str
+    pid: int
+    gpu: str | None
+    state: WorkerState
+    current_job: str | None = None
+    jobs_done: int = 0
+    rss_bytes: int | None = None
+    error: str | None = None
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+
+
+class JobStore(abc.ABC):
+    """The contract of a job store. See the module docstring for the rules."""
+
+    # --- lifecycle -------------------------------------------------------------------
+    @abc.abstractmethod
+    def migrate(self) -> list[str]:
+        """Apply pending migrations from ``migrations/``; return the versions applied."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections. The store may not be used afterwards."""
+
+    # --- jobs: the client side ----------------------------------------------------------
+    @abc.abstractmethod
+    def enqueue(
+        self,
+        endpoint: str,
+        inputs: dict[str, Any],
+        *,
+        queue_size: int,
+        max_attempts: int,
+        timeout_s: float | None = None,
+        job_id: str | None = None,
+    ) -> Job:
+        """Insert a queued job. Raises ``QueueFull`` when ``endpoint`` already has
+        ``queue_size`` queued jobs; the count and the insert are one transaction."""
+
+    @abc.abstractmethod
+    def get(self, job_id: str) -> Job | None:
+        """The job, or None when unknown or expired."""
+
+    @abc.abstractmethod
+    def cancel(self, job_id: str) -> Job | None:
+        """Queued or processing → cancelled (terminal at once; a running worker notices
+        through ``heartbeat``/``set_progress`` returning False). Terminal jobs are left
+        as they are. Returns the job after the change, or None when unknown."""
+
+    @abc.abstractmethod
+    def list_jobs(
+        self, *, status: str | None = None, endpoint: str | None = None, limit: int = 100
+    ) -> list[Job]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    def queue_depths(self) -> dict[str, int]:
+        """Number of queued jobs per endpoint (endpoints with none are omitted)."""
+
+    # --- jobs: the worker side ------------------------------------------------------------
+    @abc.abstractmethod
+    def claim(
+        self, worker_id: str, lease_s: float, endpoints: Sequence[str] | None = None
+    ) -> Job | None:
+        """Atomically take the oldest queued job (of ``endpoints``, when given): status
+        processing, attempts + 1, worker and lease set. None when the queue is empty."""
+
+    @abc.abstractmethod
+    def heartbeat(self, job_id: str, worker_id: str, lease_s: float) -> bool:
+        """Extend the lease. False when the worker no longer owns the job."""
+
+    @abc.abstractmethod
+    def set_progress(
+        self, job_id: str, worker_id: str, progress: float | None, message: str | None
+    ) -> bool:
+        """Record progress of an owned job. False when not owned (e.g. cancelled)."""
+
+    @abc.abstractmethod
+    def finish(self, job_id: str, worker_id: str, result: Any) -> bool:
+        """processing → finished with ``result`` (JSON-able). False when not owned."""
+
+    @abc.abstractmethod
+    def fail(self, job_id: str, worker_id: str, error: str) -> bool:
+        """processing → failed with ``error``. False when not owned."""
+
+    @abc.abstractmethod
+    def time_out(self, job_id: str, worker_id: str, error: str) -> bool:
+        """processing → timeout with ``error``. False when not owned."""
+
+    @abc.abstractmethod
+    def release(self, job_id: str, worker_id: str, error: str) -> JobStatus | None:
+        """The worker stopped (crash, shutdown) while owning the job: requeue it at its
+        original place in the queue if attempts < max_attempts, else fail it with
+        ``error``. Returns the new status, or None when not owned."""
+
+    @abc.abstractmethod
+    def recover_expired_leases(self) -> list[str]:
+        """Release every processing job whose lease ran out (as ``release`` does, with
+        the error "lease expired"); return their ids."""
+
+    @abc.abstractmethod
+    def release_worker_jobs(self, worker_ids: Sequence[str], error: str) -> list[str]:
+        """Release every job owned by these workers (used at start-up after a crash of
+        the whole box, and when a worker dies); return their ids."""
+
+    @abc.abstractmethod
+    def expire(self, ttl_s: float, batch_size: int = 500) -> int:
+        """Delete up to ``batch_size`` terminal jobs that ended more than ``ttl_s`` ago,
+        and their files. Returns how many were deleted."""
+
+    # --- wake-ups ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def wait_for_work(self, timeout: float) -> None:
+        """Block until a job may have become claimable (enqueue, release) or ``timeout``
+        passed. A hint only: it may wake spuriously, and callers still poll at
+        ``timeout`` as a fallback. ``enqueue`` and ``release`` send the wake-up."""
+
+    @abc.abstractmethod
+    def wait_for_results(self, timeout: float) -> None:
+        """Block until some job may have become terminal or ``timeout`` passed (a hint,
+        as above). Every transition to a terminal status sends the wake-up."""
+
+    # --- files -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def put_file(self, job_id: str, name: str, data: bytes | BinaryIO) -> str:
+        """Store a media file that belongs to a job; return an opaque reference that
+        ``read_file`` accepts on any process (and box) sharing this store."""
+
+    @abc.abstractmethod
+    def read_file(self, ref: str) -> bytes:
+        """The bytes stored under ``ref``. Raises FileNotFoundError when gone."""
+
+    # --- workers ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def upsert_worker(self, info: WorkerInfo) -> None:
+        """Insert or replace the worker's row (heartbeat_at = now)."""
+
+    @abc.abstractmethod
+    def remove_worker(self, worker_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def list_workers(self) -> list[WorkerInfo]: ...
