@@ -1,0 +1,398 @@
+"""Download a media input given as an http(s) URL, guarded against SSRF.
+
+The host is resolved here, every address is checked against the policy, and the request
+goes to the checked address itself (the name is never resolved again, so DNS rebinding
+cannot swap in another address). Redirects are followed by hand and every hop is checked
+the same way. One deadline covers the whole download, and the body is capped in size.
+"""
+
+from __future__ import annotations
+
+import email.message
+import functools
+import ipaddress
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import httpx
+
+from apipod.errors import ConfigError, MediaError
+
+logger = logging.getLogger(__name__)
+
+IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_SCHEMES = ("http", "https")
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
+_HEADERS = {"Accept": "*/*", "Accept-Encoding": "identity", "User-Agent": "apipod-media-fetch"}
+
+
+@dataclass(frozen=True)
+class UrlPolicy:
+    """What :func:`fetch_url` may download.
+
+    ``allowlist`` holds host names (``"images.example.com"``, ``"*.example.com"`` for any
+    subdomain) and networks (``"10.0.0.0/8"``, ``"::1/128"``, a bare address). Without an
+    entry only globally routable addresses are fetched. ``timeout_s`` bounds the whole
+    download, from name resolution to the last byte, across all redirects.
+    """
+
+    allowlist: tuple[str, ...] = ()
+    timeout_s: float = 30.0
+    max_bytes: int = 512_000_000
+    max_redirects: int = 5
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0:
+            raise ConfigError(f"media URL timeout must be positive, got {self.timeout_s}")
+        if self.max_bytes <= 0:
+            raise ConfigError(f"media URL size limit must be positive, got {self.max_bytes}")
+        if self.max_redirects < 0:
+            raise ConfigError(f"max_redirects must not be negative, got {self.max_redirects}")
+        _compile_allowlist(tuple(self.allowlist))
+
+    @classmethod
+    def from_config(cls, config: Any) -> UrlPolicy:
+        """The policy set by ``media_url_allowlist``, ``media_url_timeout_s`` and
+        ``media_url_max_mb`` of an :class:`apipod.config.Config`."""
+        return cls(
+            allowlist=tuple(config.media_url_allowlist),
+            timeout_s=float(config.media_url_timeout_s),
+            max_bytes=int(config.media_url_max_mb * 1_000_000),
+        )
+
+
+@dataclass(frozen=True)
+class FetchedMedia:
+    """A downloaded media input."""
+
+    data: bytes
+    content_type: str | None
+    file_name: str | None
+
+
+def fetch_url(url: str, policy: UrlPolicy, field: str | None = None) -> FetchedMedia:
+    """Download ``url`` under ``policy``; ``field`` names the input in error messages.
+
+    Raises :class:`MediaError` when the URL is refused (scheme, credentials, an address
+    the policy does not allow, too many redirects), the download fails or answers a
+    non-2xx status, the body exceeds ``policy.max_bytes``, or ``policy.timeout_s`` passes.
+    Blocks the calling thread; returns or raises within ``policy.timeout_s``.
+    """
+    job = _Job(policy, field, time.monotonic() + policy.timeout_s, threading.Event())
+    outcome: list[FetchedMedia | BaseException] = []
+
+    def work() -> None:
+        try:
+            outcome.append(_download(url, job))
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome.append(exc)
+
+    # The download runs in its own thread so that the caller gets its answer by the
+    # deadline even while getaddrinfo or a socket operation is still blocked.
+    worker = threading.Thread(target=work, name="apipod-media-fetch", daemon=True)
+    worker.start()
+    worker.join(job.remaining())
+    if not outcome:
+        job.cancelled.set()
+        raise job.timed_out()
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One call of :func:`fetch_url`: its policy, its deadline, and its error messages."""
+
+    policy: UrlPolicy
+    field: str | None
+    deadline: float
+    cancelled: threading.Event
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def refuse(self, reason: str, *, log: bool = True) -> MediaError:
+        label = f"media input '{self.field}'" if self.field else "media URL"
+        if log:
+            logger.info("refused %s: %s", label, reason)
+        return MediaError(f"{label}: {reason}", field=self.field)
+
+    def timed_out(self) -> MediaError:
+        return self.refuse(f"download timed out after {self.policy.timeout_s:g} s", log=False)
+
+    def too_large(self) -> MediaError:
+        limit = self.policy.max_bytes / 1_000_000
+        return self.refuse(f"the file is larger than the limit of {limit:g} MB")
+
+    def failed(self, url: httpx.URL, exc: Exception | None) -> MediaError:
+        """A short reason for a transport failure; the exception text goes to the log only."""
+        logger.debug("media download from %s failed: %r", _describe(url), exc)
+        if isinstance(exc, httpx.TimeoutException):
+            return self.timed_out()
+        if isinstance(exc, httpx.RemoteProtocolError):
+            return self.refuse(f"host '{url.host}' sent an invalid HTTP response", log=False)
+        if isinstance(exc, httpx.ConnectError) or exc is None:
+            return self.refuse(f"could not connect to host '{url.host}'", log=False)
+        return self.refuse(f"the download from host '{url.host}' broke off", log=False)
+
+
+# --- the download ------------------------------------------------------------------
+
+
+def _download(raw_url: str, job: _Job) -> FetchedMedia:
+    url = _parse_url(raw_url, job)
+    seen = {str(url)}
+    for _hop in range(job.policy.max_redirects + 1):
+        addresses = _allowed_addresses(url, job)
+        with _open(url, addresses, job) as response:
+            location = _redirect_target(response, url, job)
+            if location is None:
+                data = _read_body(response, job)
+                logger.debug("fetched %d bytes from %s", len(data), _describe(url))
+                return FetchedMedia(data, _content_type(response), _file_name(response, url))
+        url = _parse_url(location, job)
+        if str(url) in seen:
+            raise job.refuse(f"redirect loop at host '{url.host}'")
+        seen.add(str(url))
+    raise job.refuse(f"too many redirects (more than {job.policy.max_redirects})")
+
+
+def _parse_url(raw_url: str, job: _Job) -> httpx.URL:
+    try:
+        url = httpx.URL(raw_url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        raise job.refuse("not a valid URL") from None
+    if url.scheme not in _SCHEMES:
+        shown = f"scheme '{url.scheme}'" if url.scheme else "a URL without a scheme"
+        raise job.refuse(f"{shown} is not allowed; only http and https URLs are fetched")
+    if url.userinfo:
+        raise job.refuse("URLs with credentials (user:password@) are not allowed")
+    if not url.raw_host:
+        raise job.refuse("the URL has no host")
+    return url.copy_with(fragment=None)
+
+
+def _allowed_addresses(url: httpx.URL, job: _Job) -> list[str]:
+    """Resolve the URL's host; every address must pass the policy, or nothing is fetched."""
+    addresses = _resolve(url, job)
+    networks, host_patterns = _compile_allowlist(job.policy.allowlist)
+    if _host_allowed(_host_names(url), host_patterns):
+        return [str(ip) for ip in addresses]
+    for ip in addresses:
+        if not (_is_public(ip) or _in_networks(ip, networks)):
+            logger.info("refused media URL %s: %s is not a public address", _describe(url), ip)
+            raise job.refuse(
+                f"host '{url.host}' resolves to a non-public address; only public hosts are "
+                "fetched unless the operator allow-lists them (media_url_allowlist)",
+                log=False,
+            )
+    return [str(ip) for ip in addresses]
+
+
+def _resolve(url: httpx.URL, job: _Job) -> list[IPAddress]:
+    host = url.raw_host.decode("ascii")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        infos = []
+    addresses: list[IPAddress] = []
+    for info in infos:
+        ip = ipaddress.ip_address(str(info[4][0]))
+        if ip not in addresses:
+            addresses.append(ip)
+    if not addresses:
+        raise job.refuse(f"could not resolve host '{host}'", log=False)
+    return addresses
+
+
+@contextmanager
+def _open(url: httpx.URL, addresses: list[str], job: _Job) -> Iterator[httpx.Response]:
+    """Send the request to the first checked address that accepts a connection."""
+    if job.remaining() <= 0:
+        raise job.timed_out()
+    # trust_env=False: a proxy from the environment would resolve the name itself and
+    # undo the address check. A client per hop: no pooled connection or cookie is reused
+    # between host names that share an address.
+    with httpx.Client(
+        trust_env=False, follow_redirects=False, verify=_ssl_context(), timeout=job.remaining()
+    ) as client:
+        response = _send_first(client, url, addresses, job)
+        try:
+            yield response
+        except httpx.HTTPError as exc:
+            raise job.failed(url, exc) from None
+        finally:
+            response.close()
+
+
+def _send_first(
+    client: httpx.Client, url: httpx.URL, addresses: list[str], job: _Job
+) -> httpx.Response:
+    headers = {**_HEADERS, "Host": url.netloc.decode("ascii")}
+    extensions = {"sni_hostname": url.raw_host.decode("ascii")} if url.scheme == "https" else {}
+    logger.debug("fetching %s via %s", _describe(url), ", ".join(addresses))
+    last_error: httpx.HTTPError | None = None
+    for address in addresses:
+        request = client.build_request(
+            "GET", url.copy_with(host=address), headers=headers, extensions=extensions
+        )
+        try:
+            return client.send(request, stream=True)
+        except httpx.ConnectError as exc:
+            last_error = exc  # try the next address
+        except httpx.HTTPError as exc:
+            raise job.failed(url, exc) from None
+    raise job.failed(url, last_error)
+
+
+def _redirect_target(response: httpx.Response, url: httpx.URL, job: _Job) -> str | None:
+    """The absolute URL a redirect points to; ``None`` for a 2xx; MediaError otherwise."""
+    if 200 <= response.status_code < 300:
+        return None
+    location = response.headers.get("location")
+    if response.status_code in _REDIRECTS and location:
+        try:
+            return str(url.join(location))
+        except (httpx.InvalidURL, ValueError):
+            raise job.refuse("a redirect points to an invalid URL") from None
+    raise job.refuse(
+        f"host '{url.host}' answered with HTTP status {response.status_code}", log=False
+    )
+
+
+def _read_body(response: httpx.Response, job: _Job) -> bytes:
+    declared = response.headers.get("content-length", "").strip()
+    if declared.isdigit() and int(declared) > job.policy.max_bytes:
+        raise job.too_large()
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > job.policy.max_bytes:
+            raise job.too_large()
+        if job.cancelled.is_set() or job.remaining() <= 0:
+            raise job.timed_out()
+    return bytes(body)
+
+
+# --- address and host checks ---------------------------------------------------------
+
+
+def _is_public(ip: IPAddress) -> bool:
+    """True for a globally routable unicast address, judging embedded IPv4 too."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return _is_public(ip.ipv4_mapped)
+    if (
+        not ip.is_global
+        or ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+        or ip in _SHARED_ADDRESS_SPACE
+    ):
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        # 6to4 and Teredo addresses carry an IPv4 address that the tunnel delivers to.
+        tunnelled = [ip.sixtofour, *(ip.teredo or ())]
+        return all(_is_public(inner) for inner in tunnelled if inner is not None)
+    return True
+
+
+def _in_networks(ip: IPAddress, networks: tuple[IPNetwork, ...]) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in networks)
+
+
+def _host_names(url: httpx.URL) -> set[str]:
+    """The URL's host in ASCII (punycode) and Unicode spelling, lower case, no final dot."""
+    return {url.raw_host.decode("ascii").lower().rstrip("."), url.host.lower().rstrip(".")}
+
+
+def _host_allowed(names: set[str], patterns: tuple[str, ...]) -> bool:
+    for pattern in patterns:
+        if pattern.startswith("*."):
+            if any(name.endswith(pattern[1:]) for name in names):
+                return True
+        elif pattern in names:
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=64)
+def _compile_allowlist(entries: tuple[str, ...]) -> tuple[tuple[IPNetwork, ...], tuple[str, ...]]:
+    """Split allow-list entries into networks and host patterns; ConfigError on junk."""
+    networks: list[IPNetwork] = []
+    hosts: list[str] = []
+    for raw in entries:
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+            continue
+        except ValueError:
+            pass
+        name = entry[2:] if entry.startswith("*.") else entry
+        if not name.strip(".") or any(c in name for c in "*/:@ \t[]"):
+            raise ConfigError(
+                f"media_url_allowlist entry {raw!r} is neither a host name "
+                "('images.example.com', '*.example.com') nor a network ('10.0.0.0/8')"
+            )
+        hosts.append(entry.rstrip("."))
+    return tuple(networks), tuple(hosts)
+
+
+# --- response metadata ---------------------------------------------------------------
+
+
+def _content_type(response: httpx.Response) -> str | None:
+    value = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return value or None
+
+
+def _file_name(response: httpx.Response, url: httpx.URL) -> str | None:
+    disposition = response.headers.get("content-disposition")
+    if disposition:
+        message = email.message.Message()
+        message["content-disposition"] = disposition
+        name = _safe_name(message.get_filename())
+        if name:
+            return name
+    return _safe_name(url.path.rsplit("/", 1)[-1])
+
+
+def _safe_name(name: str | None) -> str | None:
+    """The last path component, without control characters; None when nothing is left."""
+    if not name:
+        return None
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(c for c in base if c.isprintable()).strip()
+    return None if base in ("", ".", "..") else base
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _ssl_context() -> ssl.SSLContext:
+    return httpx.create_ssl_context()
+
+
+def _describe(url: httpx.URL) -> str:
+    """The URL for logs, without the query, which may carry a signed token."""
+    return f"{url.scheme}://{url.netloc.decode('ascii')}{url.raw_path.split(b'?')[0].decode()}"
