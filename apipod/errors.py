@@ -32,6 +32,17 @@ class MediaError(InputError):
     """A media input could not be read, fetched or decoded."""
 
 
+class UnsupportedContentType(InputError):
+    """The request body has a content type no endpoint reads."""
+
+    def __init__(self, content_type: str) -> None:
+        super().__init__(
+            f"unsupported content type {content_type!r}; send application/json, "
+            "application/x-www-form-urlencoded or multipart/form-data"
+        )
+        self.content_type = content_type
+
+
 class UploadTooLarge(APIPodError):
     """A request body or an uploaded file exceeds the configured size limit."""
 

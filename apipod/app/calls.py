@@ -1,0 +1,116 @@
+"""Turning validated request inputs into call arguments (synchronous mode) or into a
+persisted job (queue mode), and running endpoint functions."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from apipod.app.spec import EndpointSpec, InputValidationError, Param, media_error
+from apipod.errors import MediaError
+from apipod.media.convert import MediaPayload, build_media, encode_result, read_media
+from apipod.media.fetch import UrlPolicy
+from apipod.progress import JobProgress
+from apipod.store.base import Job, JobStore
+
+FILE_KEY = "$file"
+
+
+def read_media_inputs(
+    spec: EndpointSpec, raw: dict[str, Any], policy: UrlPolicy
+) -> dict[str, MediaPayload | list[MediaPayload] | None]:
+    """Read every media parameter (fetching URLs); all problems reported at once."""
+    payloads: dict[str, Any] = {}
+    errors: list[dict[str, Any]] = []
+    for param in spec.media_params:
+        try:
+            payloads[param.name] = _read_param(param, raw.get(param.name), policy)
+        except MediaError as exc:
+            errors.append(media_error(param.name, exc.message))
+    if errors:
+        raise InputValidationError(errors)
+    return payloads
+
+
+def _read_param(param: Param, value: Any, policy: UrlPolicy) -> Any:
+    assert param.media_cls is not None
+    if value is None:
+        return None if param.required is False else _raise_missing(param)
+    if param.is_list:
+        items = value if isinstance(value, list) else [value]
+        return [read_media(v, param.media_cls, param.name, policy) for v in items]
+    if isinstance(value, list):
+        raise MediaError(f"field '{param.name}' takes one file, got a list", param.name)
+    return read_media(value, param.media_cls, param.name, policy)
+
+
+def _raise_missing(param: Param) -> None:
+    raise MediaError("Field required", param.name)
+
+
+def media_objects(spec: EndpointSpec, payloads: dict[str, Any]) -> dict[str, Any]:
+    """media-toolkit objects for the payloads, as the endpoint function expects them."""
+    out: dict[str, Any] = {}
+    for param in spec.media_params:
+        payload = payloads.get(param.name)
+        if payload is None:
+            out[param.name] = param.default if not param.required else None
+        elif isinstance(payload, list):
+            out[param.name] = [build_media(p, param.media_cls) for p in payload]
+        else:
+            out[param.name] = build_media(payload, param.media_cls)
+    return out
+
+
+async def call_endpoint(spec: EndpointSpec, kwargs: dict[str, Any], progress: JobProgress) -> Any:
+    """Run the function (async directly, sync in the thread pool); return JSON-able."""
+    if spec.progress_param:
+        kwargs[spec.progress_param] = progress
+    if spec.is_async:
+        result = await spec.func(**kwargs)
+        return await run_in_threadpool(encode_result, result)
+    return await run_in_threadpool(_call_and_encode, spec, kwargs)
+
+
+def _call_and_encode(spec: EndpointSpec, kwargs: dict[str, Any]) -> Any:
+    return encode_result(spec.func(**kwargs))
+
+
+def submit_job(
+    spec: EndpointSpec,
+    values: dict[str, Any],
+    payloads: dict[str, Any],
+    store: JobStore,
+    *,
+    queue_size: int,
+    max_attempts: int,
+    timeout_s: float | None,
+) -> Job:
+    """Persist media files, then the job row. Runs in a worker thread (blocking I/O)."""
+    job_id = uuid.uuid4().hex
+    inputs = {name: encode_result(value) for name, value in values.items()}
+    try:
+        for name, payload in payloads.items():
+            inputs[name] = _store_payload(store, job_id, name, payload)
+        return store.enqueue(
+            spec.path,
+            inputs,
+            queue_size=queue_size,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
+            job_id=job_id,
+        )
+    except BaseException:
+        store.discard_files(job_id)
+        raise
+
+
+def _store_payload(store: JobStore, job_id: str, name: str, payload: Any) -> Any:
+    if payload is None:
+        return None
+    if isinstance(payload, list):
+        return [_store_payload(store, job_id, f"{name}-{i}", p) for i, p in enumerate(payload)]
+    ref = store.put_file(job_id, name, payload.data)
+    return {FILE_KEY: ref, "file_name": payload.file_name, "content_type": payload.content_type}

@@ -1,0 +1,74 @@
+"""``GET /health``: 200 when the service can serve, 503 otherwise."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
+
+from apipod import __version__
+from apipod.app.jobresult import iso
+from apipod.store.base import WorkerInfo, WorkerState
+
+if TYPE_CHECKING:
+    from apipod.app.pod import APIPod
+
+SERVING_STATES = frozenset({WorkerState.READY, WorkerState.BUSY})
+
+
+def install_health(app: APIPod) -> None:
+    @app.router.get("/health", tags=["service"], summary="Can the service serve?")
+    async def health() -> JSONResponse:
+        if not app.config.queue_enabled:
+            body = {"status": "ok", "compute": app.config.compute, "version": __version__}
+            return JSONResponse(body)
+        return await _queue_health(app)
+
+
+async def _queue_health(app: APIPod) -> JSONResponse:
+    store = app.queue.store
+    workers, depths = await run_in_threadpool(lambda: (store.list_workers(), store.queue_depths()))
+    stale_after = 3 * app.config.lease_s
+    rendered = [_worker(w, stale_after) for w in workers]
+    serving = [w for w in rendered if w["state"] in SERVING_STATES and not w["stale"]]
+    body: dict[str, Any] = {
+        "status": "ok" if serving else "unavailable",
+        "compute": app.config.compute,
+        "version": __version__,
+        "workers": rendered,
+        "queue": depths,
+    }
+    if not serving:
+        body["reason"] = _why_unavailable(rendered)
+    return JSONResponse(body, status_code=200 if serving else 503)
+
+
+def _worker(info: WorkerInfo, stale_after: float) -> dict[str, Any]:
+    age = None
+    if info.heartbeat_at is not None:
+        age = (datetime.now(timezone.utc) - info.heartbeat_at).total_seconds()
+    return {
+        "id": info.id,
+        "host": info.host,
+        "pid": info.pid,
+        "gpu": info.gpu,
+        "state": info.state.value,
+        "current_job": info.current_job,
+        "jobs_done": info.jobs_done,
+        "rss_bytes": info.rss_bytes,
+        "error": info.error,
+        "started_at": iso(info.started_at) if info.started_at else None,
+        "heartbeat_at": iso(info.heartbeat_at) if info.heartbeat_at else None,
+        "stale": age is not None and age > stale_after,
+    }
+
+
+def _why_unavailable(workers: list[dict[str, Any]]) -> str:
+    failed = [w for w in workers if w["error"]]
+    if failed:
+        return f"worker {failed[0]['id']} failed: {failed[0]['error']}"
+    if workers:
+        return "no worker is ready yet"
+    return "no worker process is running (start with 'apipod start', role 'all' or 'workers')"

@@ -1,0 +1,89 @@
+"""The one place where APIPod errors become HTTP status codes and JSON bodies."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+
+from apipod.app.jobresult import not_found
+from apipod.app.spec import InputValidationError
+from apipod.errors import (
+    InputError,
+    JobNotFound,
+    QueueFull,
+    StoreUnavailable,
+    UnsupportedContentType,
+    UploadTooLarge,
+)
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 1
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error answer is a JSON object; internals never reach the client."""
+    app.add_exception_handler(InputValidationError, _validation_errors)
+    app.add_exception_handler(UnsupportedContentType, _unsupported_type)
+    app.add_exception_handler(InputError, _input_error)
+    app.add_exception_handler(UploadTooLarge, _too_large)
+    app.add_exception_handler(QueueFull, _queue_full)
+    app.add_exception_handler(JobNotFound, _job_not_found)
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
+    app.add_exception_handler(HTTPException, _http_exception)
+    app.add_exception_handler(Exception, _internal_error)
+
+
+async def _validation_errors(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InputValidationError)
+    return JSONResponse({"detail": exc.errors}, status_code=422)
+
+
+async def _unsupported_type(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=415)
+
+
+async def _input_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InputError)
+    loc = ["body", exc.field] if exc.field else ["body"]
+    error = {"type": "value_error", "loc": loc, "msg": exc.message, "input": None}
+    return JSONResponse({"detail": [error]}, status_code=422)
+
+
+async def _too_large(request: Request, exc: Exception) -> JSONResponse:
+    # The rest of the body is never read: closing the connection is the only safe end.
+    return JSONResponse({"detail": str(exc)}, status_code=413, headers={"Connection": "close"})
+
+
+async def _queue_full(request: Request, exc: Exception) -> JSONResponse:
+    headers = {"Retry-After": str(RETRY_AFTER_S)}
+    return JSONResponse({"detail": str(exc)}, status_code=429, headers=headers)
+
+
+async def _job_not_found(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, JobNotFound)
+    return JSONResponse(not_found(exc.job_id, str(exc)), status_code=404)
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("job store unavailable: %s", exc)
+    headers = {"Retry-After": str(RETRY_AFTER_S)}
+    body = {"detail": f"job store unavailable, try again: {exc}"}
+    return JSONResponse(body, status_code=503, headers=headers)
+
+
+async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error in %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "Internal Server Error"}, status_code=500)
+
+
+__all__ = ["install_error_handlers", "RequestValidationError"]

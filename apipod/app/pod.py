@@ -1,0 +1,268 @@
+"""``APIPod``: a FastAPI application whose endpoints are plain Python functions."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import fields
+from typing import Any, TypeVar
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from apipod import __version__
+from apipod.app import openapi
+from apipod.app.auth import ApiKeyMiddleware
+from apipod.app.calls import call_endpoint, media_objects, read_media_inputs, submit_job
+from apipod.app.health import install_health
+from apipod.app.http_errors import install_error_handlers
+from apipod.app.inputs import read_inputs
+from apipod.app.queue import MAX_WAIT_S, QueueFrontEnd, install_job_routes
+from apipod.app.spec import EndpointSpec, InputValidationError, build_spec
+from apipod.config import Config
+from apipod.errors import APIPodError
+from apipod.media.fetch import UrlPolicy
+from apipod.progress import JobProgress
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+_SETTINGS = frozenset(f.name for f in fields(Config)) - {"extra"}
+
+
+class APIPod(FastAPI):
+    """A FastAPI app: ``@app.endpoint`` turns functions into routes.
+
+    ``APIPod()`` serves calls synchronously ("dedicated"); ``APIPod(compute="serverless",
+    provider="localhost")`` puts every call in a durable FIFO job queue run by worker
+    processes. Any setting of :class:`apipod.config.Config` can be passed as a keyword;
+    other keywords go to FastAPI (``title``, ``description``, ...).
+    """
+
+    def __init__(self, compute: str | None = None, provider: str | None = None, **kwargs: Any):
+        settings = {k: kwargs.pop(k) for k in list(kwargs) if k in _SETTINGS}
+        settings.update(compute=compute, provider=provider)
+        self.settings: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
+        self.config = Config.load(self.settings)
+        self.endpoints: dict[str, EndpointSpec] = {}
+        self.worker_start_hooks: list[Callable[[], Any]] = []
+        self.source_file = _caller_file()
+        self.queue = QueueFrontEnd(self.config)
+        self._component_schemas: dict[str, Any] = {}
+        kwargs.setdefault("title", "APIPod service")
+        super().__init__(lifespan=self._lifespan, **kwargs)
+        install_error_handlers(self)
+        install_health(self)
+        if self.config.queue_enabled:
+            install_job_routes(self, self.queue)
+        if self.config.api_key:
+            self.add_middleware(ApiKeyMiddleware, api_key=self.config.api_key)
+
+    # --- configuration ---------------------------------------------------------------------
+    def configure(self, **overrides: Any) -> Config:
+        """Re-read the config with extra overrides (CLI flags); env still wins."""
+        self.settings.update({k: v for k, v in overrides.items() if v is not None})
+        self.apply_config(Config.load(self.settings))
+        return self.config
+
+    def apply_config(self, config: Config) -> None:
+        """Use ``config`` as it is (child processes get the supervisor's final config)."""
+        self.config = config
+        self.queue.config = config
+        self.openapi_schema = None
+        has_job_routes = any(getattr(r, "path", None) == "/jobs" for r in self.routes)
+        if config.queue_enabled and not has_job_routes:
+            install_job_routes(self, self.queue)
+
+    @property
+    def url_policy(self) -> UrlPolicy:
+        return UrlPolicy.from_config(self.config)
+
+    # --- decorators ------------------------------------------------------------------------
+    def endpoint(
+        self,
+        path: str,
+        methods: list[str] | None = None,
+        max_upload_file_size_mb: float | None = None,
+        queue_size: int | None = None,
+        use_queue: bool | None = None,
+        summary: str | None = None,
+        tags: list[str] | None = None,
+        job_timeout: float | None = None,
+    ) -> Callable[[F], F]:
+        """Register ``func`` as an endpoint at ``path`` (POST unless ``methods`` says).
+
+        ``queue_size`` (default: the ``queue_size`` setting, 500) bounds the jobs waiting
+        for this endpoint; ``use_queue=False`` keeps it synchronous in queue mode;
+        ``job_timeout`` overrides the ``job_timeout`` setting for its jobs.
+        """
+        path = "/" + path.lstrip("/")
+        verbs = [m.upper() for m in (methods or ["POST"])]
+
+        def register(func: F) -> F:
+            spec = build_spec(
+                func,
+                path,
+                methods=verbs,
+                max_upload_file_size_mb=max_upload_file_size_mb,
+                queue_size=queue_size,
+                use_queue=use_queue,
+                job_timeout=job_timeout,
+                summary=summary,
+                tags=tags,
+            )
+            self._add_endpoint(spec)
+            return func
+
+        return register
+
+    def post(self, path: str, **options: Any) -> Callable[[F], F]:  # type: ignore[override]
+        """Alias of ``endpoint(path, methods=["POST"], ...)``."""
+        return self.endpoint(path, methods=["POST"], **options)
+
+    def get(self, path: str, **options: Any) -> Callable[[F], F]:  # type: ignore[override]
+        """Alias of ``endpoint(path, methods=["GET"], ...)``."""
+        return self.endpoint(path, methods=["GET"], **options)
+
+    def on_worker_start(self, func: F) -> F:
+        """Run ``func`` once per worker process before it takes jobs (load models here).
+        In synchronous mode it runs once before the first request is served."""
+        self.worker_start_hooks.append(func)
+        return func
+
+    def start(self, host: str | None = None, port: int | None = None, **settings: Any) -> None:
+        """Run the whole system: the server, and in queue mode the worker processes."""
+        from apipod.cli import run_app
+
+        run_app(self, host=host, port=port, **settings)
+
+    # --- routes ----------------------------------------------------------------------------
+    def _add_endpoint(self, spec: EndpointSpec) -> None:
+        if spec.path in self.endpoints:
+            raise ValueError(f"endpoint {spec.path} is registered twice")
+        self.endpoints[spec.path] = spec
+        extra, components = openapi.operation_extra(spec, self.is_queued(spec))
+        self._component_schemas.update(components)
+        self.add_api_route(
+            spec.path,
+            self._make_handler(spec),
+            methods=spec.methods,
+            name=spec.name,
+            summary=spec.summary,
+            tags=spec.tags,
+            description=inspect.getdoc(spec.func),
+            openapi_extra=extra,
+        )
+
+    def is_queued(self, spec: EndpointSpec) -> bool:
+        return self.config.queue_enabled and spec.use_queue is not False
+
+    def _make_handler(self, spec: EndpointSpec) -> Callable[[Request], Any]:
+        async def handler(request: Request) -> Response:
+            limit = int((spec.max_upload_file_size_mb or self.config.max_upload_file_size_mb) * 1e6)
+            raw = await read_inputs(request, spec, limit)
+            try:
+                values = spec.validate_values(raw.values)
+                spec.check_required_media(raw.values)
+                payloads = {}
+                if spec.media_params:
+                    payloads = await run_in_threadpool(
+                        read_media_inputs, spec, raw.values, self.url_policy
+                    )
+                if self.is_queued(spec):
+                    return await self._submit(request, spec, values, payloads)
+                return await self._run_now(spec, values, payloads)
+            except (APIPodError, HTTPException):
+                raise
+            except Exception:
+                # Answered here rather than by Starlette's last-resort handler, which
+                # re-raises and makes the server drop the keep-alive connection.
+                logger.exception("endpoint %s raised", spec.path)
+                return JSONResponse({"detail": "Internal Server Error"}, status_code=500)
+            finally:
+                await raw.close()
+
+        return handler
+
+    async def _run_now(self, spec: EndpointSpec, values: dict, payloads: dict) -> Response:
+        kwargs = dict(values)
+        if payloads:
+            kwargs.update(await run_in_threadpool(media_objects, spec, payloads))
+        result = await call_endpoint(spec, kwargs, JobProgress())
+        return JSONResponse(result)
+
+    async def _submit(
+        self, request: Request, spec: EndpointSpec, values: dict, payloads: dict
+    ) -> Response:
+        wait = _wait_seconds(request)
+        job = await run_in_threadpool(
+            submit_job,
+            spec,
+            values,
+            payloads,
+            self.queue.store,
+            queue_size=spec.queue_size or self.config.queue_size,
+            max_attempts=self.config.max_attempts,
+            timeout_s=spec.job_timeout or self.config.job_timeout,
+        )
+        logger.debug("job %s queued for %s", job.id, spec.path)
+        if wait:
+            job = await self.queue.wait_terminal(job.id, wait) or job
+        return JSONResponse(await self.queue.render(job))
+
+    # --- lifecycle and docs ------------------------------------------------------------------
+    @asynccontextmanager
+    async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        if self.config.queue_enabled:
+            await self.queue.start()
+        else:
+            await self.run_worker_start_hooks()
+        try:
+            yield
+        finally:
+            if self.config.queue_enabled:
+                await self.queue.stop()
+
+    async def run_worker_start_hooks(self) -> None:
+        for hook in self.worker_start_hooks:
+            logger.info("running on_worker_start hook %s", hook.__name__)
+            if inspect.iscoroutinefunction(hook):
+                await hook()
+            else:
+                await run_in_threadpool(hook)
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            schema = super().openapi()
+            schema["info"]["apipod"] = {"compute": self.config.compute, "version": __version__}
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(self._component_schemas)
+            schemas.setdefault("JobResult", openapi.JOB_RESULT_SCHEMA)
+            schemas.setdefault("FileModel", openapi.FILE_MODEL_SCHEMA)
+            self.openapi_schema = schema
+        return self.openapi_schema
+
+
+def _wait_seconds(request: Request) -> float:
+    text = request.query_params.get("wait")
+    if not text:
+        return 0.0
+    try:
+        wait = float(text)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait < float("inf"):
+        error = {"type": "float_parsing", "loc": ["query", "wait"], "input": text}
+        raise InputValidationError([{**error, "msg": "wait must be a number of seconds >= 0"}])
+    return min(wait, MAX_WAIT_S)
+
+
+def _caller_file() -> str | None:
+    frame = inspect.currentframe()
+    outer = inspect.getouterframes(frame)[2] if frame else None
+    return outer.filename if outer else None

@@ -1,0 +1,184 @@
+"""Queue mode in the API process: the store handle, long-poll waiting, TTL cleanup, and
+the job routes (``/status``, ``/cancel``, ``/jobs``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+from typing import Any
+
+from fastapi import FastAPI, Query
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
+
+from apipod.app.jobresult import job_result, not_found
+from apipod.config import Config
+from apipod.errors import InputError, JobNotFound
+from apipod.store import open_store
+from apipod.store.base import Job, JobStore
+
+logger = logging.getLogger(__name__)
+
+MAX_WAIT_S = 60.0
+_FALLBACK_POLL_S = 0.5
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class QueueFrontEnd:
+    """Owns the API process's store connection and the waiters for job results."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._store: JobStore | None = None
+        self._stop = threading.Event()
+        self._generation: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._watcher: threading.Thread | None = None
+
+    @property
+    def store(self) -> JobStore:
+        if self._store is None:
+            raise RuntimeError("the queue is not started (the app's lifespan did not run)")
+        return self._store
+
+    async def start(self) -> None:
+        self._store = await run_in_threadpool(self._open_store)
+        self._loop = asyncio.get_running_loop()
+        self._generation = asyncio.Event()
+        self._stop.clear()
+        self._watcher = threading.Thread(
+            target=self._watch_results, name="apipod-results", daemon=True
+        )
+        self._watcher.start()
+        self._tasks.append(asyncio.create_task(self._sweep_expired()))
+
+    def _open_store(self) -> JobStore:
+        store = open_store(self.config.resolved_database_url, self.config.data_dir)
+        applied = store.migrate()
+        if applied:
+            logger.info("applied migrations %s", ", ".join(applied))
+        return store
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+        if self._watcher is not None:
+            await run_in_threadpool(self._watcher.join, 2.0)
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    # --- waiting for results ---------------------------------------------------------------
+    def _watch_results(self) -> None:
+        # One thread blocks on the store's result wake-up and fans it out to every
+        # waiting request through an asyncio.Event swapped per wake-up.
+        while not self._stop.is_set():
+            try:
+                self.store.wait_for_results(_FALLBACK_POLL_S)
+            except Exception:  # the store went away during shutdown
+                time.sleep(_FALLBACK_POLL_S)
+                continue
+            if self._loop is not None and not self._stop.is_set():
+                self._loop.call_soon_threadsafe(self._wake_waiters)
+
+    def _wake_waiters(self) -> None:
+        if self._generation is not None:
+            self._generation.set()
+            self._generation = asyncio.Event()
+
+    async def wait_terminal(self, job_id: str, timeout: float) -> Job | None:
+        """The job once terminal, or as it is after ``timeout`` seconds."""
+        deadline = time.monotonic() + min(timeout, MAX_WAIT_S)
+        while True:
+            generation = self._generation
+            job = await run_in_threadpool(self.store.get, job_id)
+            remaining = deadline - time.monotonic()
+            if job is None or job.is_terminal or remaining <= 0 or generation is None:
+                return job
+            try:
+                await asyncio.wait_for(generation.wait(), min(remaining, _FALLBACK_POLL_S))
+            except asyncio.TimeoutError:
+                pass
+
+    # --- TTL -------------------------------------------------------------------------------
+    async def _sweep_expired(self) -> None:
+        interval = max(1.0, min(60.0, self.config.job_ttl / 10))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._expire_all()
+            except Exception:
+                logger.exception("TTL cleanup failed; retrying in %.0f s", interval)
+
+    async def _expire_all(self) -> None:
+        # Small batches, each its own short transaction, so submits never wait long.
+        while True:
+            deleted = await run_in_threadpool(self.store.expire, self.config.job_ttl, 200)
+            if deleted:
+                logger.info("expired %d jobs older than %.0f s", deleted, self.config.job_ttl)
+            if deleted < 200:
+                return
+            await asyncio.sleep(0)
+
+    # --- rendering -------------------------------------------------------------------------
+    async def render(self, job: Job) -> dict[str, Any]:
+        if job.result is None:
+            return job_result(job, self.store.read_file)
+        return await run_in_threadpool(job_result, job, self.store.read_file)
+
+
+def check_job_id(job_id: str) -> str:
+    if not _JOB_ID.match(job_id):
+        raise InputError("malformed job id (expected 1-64 letters, digits, '-' or '_')", "job_id")
+    return job_id
+
+
+def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
+    """Register ``/status``, ``/cancel`` and ``/jobs`` on ``app``."""
+
+    async def read_status(job_id: str, wait: float | None) -> JSONResponse:
+        check_job_id(job_id)
+        if wait:
+            job = await queue.wait_terminal(job_id, wait)
+        else:
+            job = await run_in_threadpool(queue.store.get, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return JSONResponse(await queue.render(job))
+
+    @app.router.get("/status/{job_id}", tags=["jobs"], summary="Status and result of a job")
+    async def get_status(job_id: str, wait: float | None = Query(None, ge=0)) -> JSONResponse:
+        return await read_status(job_id, wait)
+
+    @app.router.post("/status", tags=["jobs"], summary="Status and result of a job")
+    async def post_status(job_id: str, wait: float | None = Query(None, ge=0)) -> JSONResponse:
+        return await read_status(job_id, wait)
+
+    @app.router.post("/cancel/{job_id}", tags=["jobs"], summary="Cancel a queued or running job")
+    async def cancel(job_id: str) -> JSONResponse:
+        check_job_id(job_id)
+        job = await run_in_threadpool(queue.store.cancel, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        logger.info("job %s cancelled by client (now %s)", job_id, job.status)
+        return JSONResponse(await queue.render(job))
+
+    @app.router.get("/jobs", tags=["jobs"], summary="Job history, newest first")
+    async def list_jobs(
+        status: str | None = None,
+        endpoint: str | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> JSONResponse:
+        jobs = await run_in_threadpool(
+            lambda: queue.store.list_jobs(status=status, endpoint=endpoint, limit=limit)
+        )
+        return JSONResponse({"jobs": [await queue.render(j) for j in jobs]})
+
+
+__all__ = ["QueueFrontEnd", "install_job_routes", "not_found", "MAX_WAIT_S"]

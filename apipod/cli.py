@@ -1,0 +1,127 @@
+"""The ``apipod`` command: the only place that wires config, server and supervisor."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from apipod import __version__
+from apipod.errors import APIPodError
+
+if TYPE_CHECKING:
+    from apipod.app.pod import APIPod
+
+logger = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="apipod",
+        description="Serve Python functions as an HTTP API, with a durable job queue.",
+    )
+    parser.add_argument("--version", action="version", version=f"apipod {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_start(commands)
+    db = commands.add_parser("db", help="job store maintenance")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+    upgrade = db_commands.add_parser("upgrade", help="apply pending schema migrations")
+    upgrade.add_argument("--database-url", help="store URL (default: SQLite in the data dir)")
+    upgrade.add_argument("--data-dir", help="data directory (default ./apipod-data)")
+    return parser
+
+
+def _add_start(commands: Any) -> None:
+    start = commands.add_parser(
+        "start",
+        help="run a service (server, and in queue mode the supervisor and workers)",
+        description="Run a service. Settings not given here come from APIPOD_* variables, "
+        "APIPod(...) arguments and apipod-deploy/apipod.json; environment variables win.",
+    )
+    start.add_argument("target", help="service.py, a module, or module:attribute")
+    start.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    start.add_argument("--port", type=int, help="port to bind (default 8000)")
+    start.add_argument(
+        "--compute", choices=["dedicated", "serverless"], help="serverless = queue mode"
+    )
+    start.add_argument("--max-workers", type=int, help="worker processes (queue mode)")
+    start.add_argument("--gpus", help="GPU ids for workers: 'auto', 'none' or e.g. '0,1'")
+    start.add_argument("--data-dir", help="where the job store and media files live")
+    start.add_argument("--database-url", help="job store URL (default: SQLite in data dir)")
+    start.add_argument(
+        "--role", choices=["all", "api", "workers"], help="which processes this box runs"
+    )
+    start.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "db":
+            return _db_upgrade(args)
+        return _start(args)
+    except APIPodError as exc:
+        _setup_logging("info")
+        logger.error("apipod: %s", exc)
+        return 2
+
+
+def _start(args: argparse.Namespace) -> int:
+    from apipod.loader import load_app
+
+    _setup_logging(args.log_level or "info")
+    app = load_app(args.target)
+    settings = {
+        key: getattr(args, key)
+        for key in ("compute", "max_workers", "gpus", "data_dir", "database_url", "role")
+    }
+    return run_app(app, host=args.host, port=args.port, target=args.target, **settings)
+
+
+def run_app(
+    app: APIPod,
+    host: str | None = None,
+    port: int | None = None,
+    target: str | None = None,
+    **settings: Any,
+) -> int:
+    """Serve ``app``: uvicorn alone in synchronous mode, the supervisor in queue mode."""
+    config = app.configure(host=host, port=port, **settings)
+    _setup_logging(config.log_level)
+    if not config.queue_enabled:
+        import uvicorn
+
+        logger.info("serving %s synchronously on http://%s:%d", app.title, config.host, config.port)
+        uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level)
+        return 0
+    from apipod.loader import target_of
+    from apipod.supervisor.arbiter import Supervisor
+
+    return Supervisor(config, target or target_of(app)).run()
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from apipod.config import Config
+    from apipod.store.migrate import upgrade
+
+    _setup_logging("info")
+    overrides = {"database_url": args.database_url, "data_dir": args.data_dir}
+    config = Config.load({k: v for k, v in overrides.items() if v})
+    applied = upgrade(config.resolved_database_url, config.data_dir)
+    logger.info("applied %d migration(s): %s", len(applied), ", ".join(applied) or "none pending")
+    return 0
+
+
+def _setup_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format=LOG_FORMAT, level=level.upper())
+    root.setLevel(level.upper())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""The API child process: uvicorn serving the app's HTTP front end (no models here)."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from apipod.config import Config
+from apipod.supervisor.children import die_with_parent
+
+logger = logging.getLogger(__name__)
+
+GRACEFUL_SHUTDOWN_S = 5
+
+
+def api_main(target: str, config: Config) -> None:
+    """Entry point of the spawned API process."""
+    from apipod.cli import LOG_FORMAT
+    from apipod.loader import load_app
+
+    die_with_parent()
+    logging.basicConfig(format=LOG_FORMAT, level=config.log_level.upper(), force=True)
+    app = load_app(target)
+    app.apply_config(config)
+    server_config = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=config.log_level,
+        log_config=None,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    logger.info("API serving on http://%s:%d", config.host, config.port)
+    uvicorn.Server(server_config).run()

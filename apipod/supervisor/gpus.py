@@ -1,0 +1,67 @@
+"""Which GPUs the workers get: the ``gpus`` setting resolved to a list of device ids."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+
+logger = logging.getLogger(__name__)
+
+NO_GPUS = ""  # CUDA_VISIBLE_DEVICES="" hides every GPU from a worker
+
+
+def resolve_gpus(setting: str) -> list[str]:
+    """``"0,1"`` → ``["0", "1"]``; ``"none"`` → ``[]``; ``"auto"`` → what NVML (or
+    ``nvidia-smi``) reports, or ``[]`` (CPU) when neither finds a GPU."""
+    if setting == "none":
+        return []
+    if setting != "auto":
+        return [part.strip() for part in setting.split(",") if part.strip()]
+    found = _from_nvml()
+    if found is None:
+        found = _from_nvidia_smi()
+    if not found:
+        logger.info("no NVIDIA GPU found: workers run on the CPU")
+        return []
+    logger.info("found GPUs %s", ", ".join(found))
+    return found
+
+
+def gpu_for_worker(gpus: list[str], index: int) -> str | None:
+    """Worker ``index`` gets ``gpus[index % len(gpus)]``; None means CPU only."""
+    return gpus[index % len(gpus)] if gpus else None
+
+
+def _from_nvml() -> list[str] | None:
+    try:
+        import pynvml  # from nvidia-ml-py, the 'gpu' extra
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+        try:
+            return [str(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception as exc:  # no driver, no device: NVML raises its own error types
+        logger.debug("NVML found no GPU: %s", exc)
+        return None
+
+
+def _from_nvidia_smi() -> list[str] | None:
+    executable = shutil.which("nvidia-smi")
+    if executable is None:
+        return None
+    try:
+        output = subprocess.run(
+            [executable, "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        logger.debug("nvidia-smi failed: %s", exc)
+        return None
+    return [line.strip() for line in output.splitlines() if line.strip().isdigit()]

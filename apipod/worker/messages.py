@@ -1,0 +1,62 @@
+"""What a worker process tells its supervisor over their pipe, and how it exits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from apipod.config import Config
+
+# Exit codes the supervisor reads from a worker that left on purpose.
+EXIT_OK = 0
+EXIT_LOAD_FAILED = 3
+EXIT_RECYCLE = 4
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker process needs, pickled to the spawned child."""
+
+    worker_id: str
+    index: int
+    gpu: str | None
+    target: str
+    config: Config
+    host: str
+
+
+@dataclass(frozen=True)
+class Ready:
+    """``on_worker_start`` finished; the worker claims jobs from now on."""
+
+
+@dataclass(frozen=True)
+class Busy:
+    """The worker claimed ``job_id``; the supervisor enforces ``timeout_s`` from now."""
+
+    job_id: str
+    timeout_s: float | None
+
+
+@dataclass(frozen=True)
+class Idle:
+    """The job the worker ran has ended (in whatever status)."""
+
+    job_id: str
+    jobs_done: int
+
+
+@dataclass(frozen=True)
+class LoadFailed:
+    """``on_worker_start`` (or importing the service) raised; the worker exits next."""
+
+    error: str
+
+
+@dataclass(frozen=True)
+class Recycle:
+    """The worker leaves to be replaced (job count or memory cap reached)."""
+
+    reason: str
+
+
+WorkerMessage = Ready | Busy | Idle | LoadFailed | Recycle

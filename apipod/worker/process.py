@@ -1,0 +1,215 @@
+"""The worker process: import the service, run ``on_worker_start``, then claim and run
+jobs until told to stop. Started by the supervisor with the ``spawn`` method, with
+``CUDA_VISIBLE_DEVICES`` already set in its environment."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from dataclasses import replace
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
+
+import psutil
+
+from apipod.store import open_store
+from apipod.store.base import JobStore, WorkerInfo, WorkerState
+from apipod.worker.messages import (
+    EXIT_LOAD_FAILED,
+    EXIT_OK,
+    EXIT_RECYCLE,
+    Busy,
+    Idle,
+    LoadFailed,
+    Ready,
+    Recycle,
+    WorkerSpec,
+)
+from apipod.worker.runner import JobRunner
+
+if TYPE_CHECKING:
+    from apipod.app.pod import APIPod
+
+logger = logging.getLogger(__name__)
+
+IDLE_POLL_S = 1.0
+ROW_REFRESH_S = 5.0
+ROW_MIN_INTERVAL_S = 0.2
+
+
+def worker_main(spec: WorkerSpec, conn: Connection) -> None:
+    """Entry point of a spawned worker process."""
+    # The supervisor decides when workers stop; a terminal's Ctrl-C reaches the whole
+    # process group, so workers ignore SIGINT and act on the supervisor's SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    _setup_logging(spec.config.log_level)
+    store = open_store(spec.config.resolved_database_url, spec.config.data_dir)
+    worker = Worker(spec, store, conn, stop)
+    try:
+        code = worker.run()
+    finally:
+        worker.row.stop()
+        store.close()
+    sys.exit(code)
+
+
+class WorkerRow:
+    """This worker's row in the workers table.
+
+    Changes are written by a daemon thread, coalesced, so the claim → run loop never
+    waits on them; the thread also refreshes ``heartbeat_at`` and RSS while idle or busy.
+    """
+
+    def __init__(self, spec: WorkerSpec, store: JobStore) -> None:
+        self._store = store
+        self._process = psutil.Process()
+        self._stopped = threading.Event()
+        self._changed = threading.Event()
+        self.info = WorkerInfo(
+            id=spec.worker_id,
+            host=spec.host,
+            pid=os.getpid(),
+            gpu=spec.gpu,
+            state=WorkerState.STARTING,
+        )
+        self._thread = threading.Thread(target=self._refresh, name="worker-row", daemon=True)
+
+    def start(self) -> None:
+        self.write()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._changed.set()
+        self._thread.join(timeout=2)
+        self.write()
+
+    def update(self, **changes: object) -> None:
+        self.info = replace(self.info, **changes)
+        self._changed.set()
+
+    def rss_bytes(self) -> int:
+        return self._process.memory_info().rss
+
+    def write(self) -> None:
+        self.info = replace(self.info, rss_bytes=self.rss_bytes())
+        try:
+            self._store.upsert_worker(self.info)
+        except Exception:
+            logger.warning("worker %s: could not update its row", self.info.id, exc_info=True)
+
+    def _refresh(self) -> None:
+        while not self._stopped.is_set():
+            self._changed.wait(ROW_REFRESH_S)
+            self._changed.clear()
+            self.write()
+            self._stopped.wait(ROW_MIN_INTERVAL_S)
+
+
+class Worker:
+    """The claim → run → report loop of one worker process."""
+
+    def __init__(self, spec: WorkerSpec, store: JobStore, conn: Connection, stop: threading.Event):
+        self.spec = spec
+        self.store = store
+        self.conn = conn
+        self.stop = stop
+        self.row = WorkerRow(spec, store)
+        self.jobs_done = 0
+
+    def run(self) -> int:
+        self.row.start()
+        logger.info(
+            "worker %s started: pid %d, GPU %s (CUDA_VISIBLE_DEVICES=%r)",
+            self.spec.worker_id,
+            os.getpid(),
+            self.spec.gpu or "none",
+            os.environ.get("CUDA_VISIBLE_DEVICES"),
+        )
+        app = self._load()
+        if app is None:
+            return EXIT_LOAD_FAILED
+        self.row.update(state=WorkerState.READY)
+        self.conn.send(Ready())
+        return self._loop(app)
+
+    def _load(self) -> APIPod | None:
+        from apipod.loader import load_app
+
+        try:
+            app = load_app(self.spec.target)
+            app.apply_config(self.spec.config)
+            _run_hooks(app)
+            return app
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            logger.error(
+                "worker %s failed to load: %s\n%s",
+                self.spec.worker_id,
+                error,
+                "".join(traceback.format_exception(exc)),
+            )
+            self.row.update(state=WorkerState.FAILED, error=error)
+            self.conn.send(LoadFailed(error))
+            return None
+
+    def _loop(self, app: APIPod) -> int:
+        runner = JobRunner(app, self.store, self.spec.worker_id, self.spec.config.lease_s)
+        endpoints = [path for path, spec in app.endpoints.items() if app.is_queued(spec)]
+        while not self.stop.is_set():
+            job = self.store.claim(self.spec.worker_id, self.spec.config.lease_s, endpoints)
+            if job is None:
+                self.store.wait_for_work(IDLE_POLL_S)
+                continue
+            logger.info(
+                "worker %s runs job %s (%s, attempt %d)",
+                self.spec.worker_id,
+                job.id,
+                job.endpoint,
+                job.attempts,
+            )
+            self.conn.send(Busy(job.id, job.timeout_s))
+            self.row.update(state=WorkerState.BUSY, current_job=job.id)
+            runner.run(job)
+            self.jobs_done += 1
+            self.row.update(state=WorkerState.READY, current_job=None, jobs_done=self.jobs_done)
+            self.conn.send(Idle(job.id, self.jobs_done))
+            reason = self._recycle_reason()
+            if reason:
+                logger.info("worker %s recycles: %s", self.spec.worker_id, reason)
+                self.conn.send(Recycle(reason))
+                return EXIT_RECYCLE
+        self.row.update(state=WorkerState.STOPPING)
+        return EXIT_OK
+
+    def _recycle_reason(self) -> str | None:
+        config = self.spec.config
+        if config.max_jobs_per_worker and self.jobs_done >= config.max_jobs_per_worker:
+            return f"ran {self.jobs_done} jobs (max_jobs_per_worker)"
+        rss_mb = self.row.rss_bytes() / 1e6 if config.worker_max_rss_mb else 0.0
+        if config.worker_max_rss_mb and rss_mb > config.worker_max_rss_mb:
+            return f"RSS {rss_mb:.0f} MB over worker_max_rss_mb {config.worker_max_rss_mb:g}"
+        return None
+
+
+def _run_hooks(app: APIPod) -> None:
+    for hook in app.worker_start_hooks:
+        logger.info("running on_worker_start hook %s", hook.__name__)
+        if inspect.iscoroutinefunction(hook):
+            asyncio.run(hook())
+        else:
+            hook()
+
+
+def _setup_logging(level: str) -> None:
+    from apipod.cli import LOG_FORMAT
+
+    logging.basicConfig(format=LOG_FORMAT, level=level.upper(), force=True)

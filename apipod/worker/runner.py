@@ -1,0 +1,95 @@
+"""Running one claimed job: rebuild its arguments, call the endpoint, store the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from apipod.app.calls import FILE_KEY
+from apipod.app.spec import EndpointSpec
+from apipod.errors import JobCancelled
+from apipod.media.convert import MediaPayload, build_media, encode_result
+from apipod.progress import JobProgress
+from apipod.store.base import Job, JobStore
+from apipod.worker.watch import JobWatch
+
+if TYPE_CHECKING:
+    from media_toolkit import MediaFile
+
+    from apipod.app.pod import APIPod
+
+logger = logging.getLogger(__name__)
+
+
+class JobRunner:
+    """Runs jobs in the calling (main) thread, where ``on_worker_start`` ran too."""
+
+    def __init__(self, app: APIPod, store: JobStore, worker_id: str, lease_s: float) -> None:
+        self._app = app
+        self._store = store
+        self._worker_id = worker_id
+        self._lease_s = lease_s
+        self._loop = asyncio.new_event_loop()
+
+    def run(self, job: Job) -> None:
+        spec = self._app.endpoints.get(job.endpoint)
+        if spec is None:
+            self._store.fail(
+                job.id, self._worker_id, f"this service has no endpoint {job.endpoint}"
+            )
+            return
+        with JobWatch(self._store, job.id, self._worker_id, self._lease_s) as watch:
+            try:
+                result = self._call(spec, job, JobProgress(watch.report))
+                numbers = itertools.count()
+                encoded = encode_result(
+                    result, lambda media: self._store_media(job.id, media, next(numbers))
+                )
+                watch.flush()
+                if not self._store.finish(job.id, self._worker_id, encoded):
+                    logger.info("job %s: result dropped, the job is no longer ours", job.id)
+            except JobCancelled:
+                logger.info("job %s stopped after cancellation", job.id)
+            except Exception as exc:
+                logger.exception("job %s failed", job.id)
+                watch.flush()
+                self._store.fail(job.id, self._worker_id, _error_text(exc))
+
+    def _call(self, spec: EndpointSpec, job: Job, progress: JobProgress) -> Any:
+        kwargs = self._arguments(spec, job.inputs)
+        if spec.progress_param:
+            kwargs[spec.progress_param] = progress
+        if spec.is_async:
+            return self._loop.run_until_complete(spec.func(**kwargs))
+        return spec.func(**kwargs)
+
+    def _arguments(self, spec: EndpointSpec, inputs: dict[str, Any]) -> dict[str, Any]:
+        kwargs = spec.validate_values(inputs)
+        for param in spec.media_params:
+            stored = inputs.get(param.name)
+            if stored is None:
+                kwargs[param.name] = None if param.required else param.default
+            elif isinstance(stored, list):
+                kwargs[param.name] = [self._load_media(s, param.media_cls) for s in stored]
+            else:
+                kwargs[param.name] = self._load_media(stored, param.media_cls)
+        return kwargs
+
+    def _load_media(self, stored: dict[str, Any], media_cls: Any) -> MediaFile:
+        data = self._store.read_file(stored[FILE_KEY])
+        payload = MediaPayload(data, stored.get("file_name"), stored.get("content_type"))
+        return build_media(payload, media_cls)
+
+    def _store_media(self, job_id: str, media: MediaFile, number: int) -> dict[str, Any]:
+        name = f"result-{number}-{media.file_name or 'file'}"
+        ref = self._store.put_file(job_id, name, media.to_bytes())
+        return {FILE_KEY: ref, "file_name": media.file_name, "content_type": media.content_type}
+
+
+def _error_text(exc: BaseException) -> str:
+    summary = f"{type(exc).__name__}: {exc}"
+    trace = "".join(traceback.format_exception(exc))
+    return f"{summary}\n\n{trace}"
