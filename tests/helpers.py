@@ -17,6 +17,7 @@ import httpx
 import uvicorn
 
 SERVICES = Path(__file__).parent / "services"
+TERMINAL = {"finished", "failed", "timeout", "cancelled"}
 
 
 def free_port() -> int:
@@ -121,3 +122,37 @@ def service_env(data_dir: Path, **settings: object) -> dict[str, str]:
 
 def apipod_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "apipod.cli", *args]
+
+
+@contextlib.contextmanager
+def running_service(
+    tmp_path: Path, target: str, *, wait_healthy: bool = True, **settings: object
+) -> Iterator[ServiceProcess]:
+    """``apipod start`` a fixture service (by file name under tests/services) in its own
+    process group and data dir; stopped (and, if need be, killed) afterwards."""
+    port = free_port()
+    data_dir = tmp_path / "data"
+    env = service_env(data_dir, port=port, **settings)
+    args = apipod_command("start", str(SERVICES / target))
+    service = ServiceProcess(args, env, port, tmp_path / "service.log").start()
+    try:
+        if wait_healthy:
+            service.wait_until("/health", status=200, timeout=60)
+        yield service
+    finally:
+        service.stop()
+
+
+def wait_for_status(
+    client: httpx.Client, job_id: str, statuses: set[str], timeout: float = 30
+) -> dict:
+    """Poll ``/status/{job_id}`` until its status is one of ``statuses``."""
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    params = {"wait": 1} if statuses <= TERMINAL else {}
+    while time.monotonic() < deadline:
+        body = client.get(f"/status/{job_id}", params=params).json()
+        if body.get("status") in statuses:
+            return body
+        time.sleep(0.02)
+    raise TimeoutError(f"job {job_id} still {body.get('status')} after {timeout} s: {body}")
