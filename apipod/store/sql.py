@@ -1,0 +1,259 @@
+"""What every SQL dialect shares: timestamps, JSON, row conversion and the statements.
+
+Timestamps are stored as UTC ISO-8601 text in one fixed-width format
+(``YYYY-MM-DDTHH:MM:SS.ffffffZ``), so comparing the text compares the instants and a
+person reading the table with ``sqlite3`` or ``psql`` sees plain dates. ``inputs`` and
+``result`` are JSON text.
+
+The statements are written once, with ``?`` placeholders; :func:`build_statements`
+rewrites them for drivers that use ``%s`` (psycopg).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from apipod.store.base import Job, JobStatus, WorkerInfo, WorkerState
+
+UTC = timezone.utc
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_STATUSES = {status.value: status for status in JobStatus}
+_STATES = {state.value: state for state in WorkerState}
+
+JOB_COLUMNS = (
+    "seq",
+    "id",
+    "endpoint",
+    "status",
+    "progress",
+    "message",
+    "error",
+    "inputs",
+    "result",
+    "attempts",
+    "max_attempts",
+    "worker",
+    "timeout_s",
+    "lease_expires_at",
+    "created_at",
+    "queued_at",
+    "started_at",
+    "finished_at",
+)
+WORKER_COLUMNS = (
+    "id",
+    "host",
+    "pid",
+    "gpu",
+    "state",
+    "current_job",
+    "jobs_done",
+    "rss_bytes",
+    "error",
+    "started_at",
+    "heartbeat_at",
+)
+TERMINAL_SQL = "('finished', 'failed', 'timeout', 'cancelled')"
+
+
+# --- timestamps and JSON -------------------------------------------------------------------
+def utcnow() -> datetime:
+    """The current instant, timezone-aware UTC, truncated to microseconds."""
+    return datetime.now(UTC)
+
+
+def format_ts(moment: datetime) -> str:
+    """``2024-05-01T12:00:00.000000Z`` for an aware (or naive-UTC) datetime."""
+    if moment.tzinfo is not None and moment.utcoffset():
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def parse_ts(text: str | None) -> datetime | None:
+    """The aware UTC datetime of a stored timestamp (None stays None)."""
+    if text is None:
+        return None
+    return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
+
+
+def ts_in(seconds: float, now: datetime | None = None) -> str:
+    """The stored form of ``now + seconds``."""
+    return format_ts((now or utcnow()) + timedelta(seconds=seconds))
+
+
+def dump_json(value: Any) -> str:
+    """Compact JSON text, non-ASCII kept readable. Raises TypeError for non-JSON values."""
+    return _ENCODE(value)
+
+
+def load_json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+# --- rows ------------------------------------------------------------------------------------
+def row_to_job(row: Sequence[Any]) -> Job:
+    """A :class:`Job` from a row selected as :data:`JOB_COLUMNS`."""
+    (seq, job_id, endpoint, status, progress, message, error, inputs, result) = row[:9]
+    (attempts, max_attempts, worker, timeout_s, lease, created, queued, started) = row[9:17]
+    return Job(
+        id=job_id,
+        seq=seq,
+        endpoint=endpoint,
+        status=_STATUSES[status],
+        inputs=json.loads(inputs),
+        result=None if result is None else json.loads(result),
+        error=error,
+        progress=progress,
+        message=message,
+        attempts=attempts,
+        max_attempts=max_attempts,
+        worker=worker,
+        timeout_s=timeout_s,
+        created_at=parse_ts(created),
+        queued_at=parse_ts(queued),
+        started_at=parse_ts(started),
+        finished_at=parse_ts(row[17]),
+        lease_expires_at=parse_ts(lease),
+    )
+
+
+def row_to_worker(row: Sequence[Any]) -> WorkerInfo:
+    """A :class:`WorkerInfo` from a row selected as :data:`WORKER_COLUMNS`."""
+    values = dict(zip(WORKER_COLUMNS, row, strict=True))
+    values["state"] = _STATES[values["state"]]
+    values["started_at"] = parse_ts(values["started_at"])
+    values["heartbeat_at"] = parse_ts(values["heartbeat_at"])
+    return WorkerInfo(**values)
+
+
+def worker_params(info: WorkerInfo, now: str) -> tuple[Any, ...]:
+    """Parameters of :attr:`Statements.upsert_worker` in :data:`WORKER_COLUMNS` order."""
+    started = format_ts(info.started_at) if info.started_at else now
+    state = str(info.state.value if isinstance(info.state, WorkerState) else info.state)
+    return (
+        info.id,
+        info.host,
+        info.pid,
+        info.gpu,
+        state,
+        info.current_job,
+        info.jobs_done,
+        info.rss_bytes,
+        info.error,
+        started,
+        now,
+    )
+
+
+# --- statements ------------------------------------------------------------------------------
+_JOB_COLS = ", ".join(JOB_COLUMNS)
+_OWNED = "id = ? AND status = 'processing' AND worker = ?"
+_REQUEUE = "attempts < max_attempts"
+
+
+def placeholders(count: int) -> str:
+    """``?, ?, ?`` for ``count`` values (never empty: callers check for no values)."""
+    return ", ".join("?" * count)
+
+
+def release_sql(condition: str) -> str:
+    """Release every processing job matching ``condition``: back to ``queued`` at its old
+    ``seq`` while attempts remain, else ``failed``. Parameters: error, requeue message,
+    finished_at, then those of ``condition``. Returns ``(id, status)`` rows."""
+    return (
+        "UPDATE jobs SET"
+        f" status = CASE WHEN {_REQUEUE} THEN 'queued' ELSE 'failed' END,"
+        f" error = CASE WHEN {_REQUEUE} THEN NULL ELSE ? END,"
+        f" message = CASE WHEN {_REQUEUE} THEN ? ELSE message END,"
+        f" finished_at = CASE WHEN {_REQUEUE} THEN NULL ELSE ? END,"
+        f" started_at = CASE WHEN {_REQUEUE} THEN NULL ELSE started_at END,"
+        f" progress = CASE WHEN {_REQUEUE} THEN NULL ELSE progress END,"
+        f" worker = CASE WHEN {_REQUEUE} THEN NULL ELSE worker END,"
+        " lease_expires_at = NULL"
+        f" WHERE status = 'processing' AND {condition} RETURNING id, status"
+    )
+
+
+def claim_sql(endpoint_count: int, lock_suffix: str = "") -> str:
+    """Take the oldest queued job (of ``endpoint_count`` endpoints; 0: any) in one
+    statement. Parameters: worker, started_at, lease_expires_at, then the endpoints.
+    ``lock_suffix`` lets a dialect add e.g. ``FOR UPDATE SKIP LOCKED`` to the subquery."""
+    where = "status = 'queued'"
+    if endpoint_count:
+        where += f" AND endpoint IN ({placeholders(endpoint_count)})"
+    return (
+        "UPDATE jobs SET status = 'processing', attempts = attempts + 1, worker = ?,"
+        " started_at = ?, lease_expires_at = ?, progress = NULL, message = NULL"
+        f" WHERE seq = (SELECT seq FROM jobs WHERE {where} ORDER BY seq LIMIT 1{lock_suffix})"
+        f" AND status = 'queued' RETURNING {_JOB_COLS}"
+    )
+
+
+def list_jobs_sql(by_status: bool, by_endpoint: bool) -> str:
+    """History query, newest first. Parameters: [status], [endpoint], limit."""
+    conditions = [c for c, on in (("status = ?", by_status), ("endpoint = ?", by_endpoint)) if on]
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    return f"SELECT {_JOB_COLS} FROM jobs{where} ORDER BY seq DESC LIMIT ?"
+
+
+@dataclass(frozen=True)
+class Statements:
+    """The fixed statements of the store, in one driver's placeholder style."""
+
+    count_queued: str = "SELECT count(*) FROM jobs WHERE endpoint = ? AND status = 'queued'"
+    insert_job: str = (
+        "INSERT INTO jobs (id, endpoint, status, inputs, attempts, max_attempts, timeout_s,"
+        " created_at, queued_at) VALUES (?, ?, 'queued', ?, 0, ?, ?, ?, ?) RETURNING seq"
+    )
+    get_job: str = f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?"
+    claim_any: str = claim_sql(0)
+    heartbeat: str = f"UPDATE jobs SET lease_expires_at = ? WHERE {_OWNED}"
+    set_progress: str = f"UPDATE jobs SET progress = ?, message = ? WHERE {_OWNED}"
+    finish: str = (
+        "UPDATE jobs SET status = 'finished', result = ?, finished_at = ?,"
+        f" lease_expires_at = NULL WHERE {_OWNED}"
+    )
+    end: str = (
+        "UPDATE jobs SET status = ?, error = ?, finished_at = ?, lease_expires_at = NULL"
+        f" WHERE {_OWNED}"
+    )
+    release: str = release_sql("id = ? AND worker = ?")
+    recover: str = release_sql("lease_expires_at < ?")
+    cancel: str = (
+        "UPDATE jobs SET status = 'cancelled', error = ?, finished_at = ?,"
+        " lease_expires_at = NULL WHERE id = ? AND status IN ('queued', 'processing')"
+        f" RETURNING {_JOB_COLS}"
+    )
+    queue_depths: str = (
+        "SELECT endpoint, count(*) FROM jobs WHERE status = 'queued' GROUP BY endpoint"
+    )
+    expired: str = (
+        "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?"
+        f" AND status IN {TERMINAL_SQL} ORDER BY finished_at LIMIT ?"
+    )
+    upsert_worker: str = (
+        f"INSERT INTO workers ({', '.join(WORKER_COLUMNS)})"
+        f" VALUES ({placeholders(len(WORKER_COLUMNS))}) ON CONFLICT (id) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in WORKER_COLUMNS[1:])
+    )
+    remove_worker: str = "DELETE FROM workers WHERE id = ?"
+    list_workers: str = f"SELECT {', '.join(WORKER_COLUMNS)} FROM workers ORDER BY id"
+
+
+def build_statements(paramstyle: str = "qmark") -> Statements:
+    """The statements for a DB-API ``paramstyle`` (``qmark`` or ``format``)."""
+    if paramstyle == "qmark":
+        return Statements()
+    if paramstyle != "format":
+        raise ValueError(f"unsupported paramstyle {paramstyle!r}")
+    base = Statements()
+    return Statements(**{f.name: to_format(getattr(base, f.name)) for f in fields(Statements)})
+
+
+def to_format(sql: str) -> str:
+    """``?`` placeholders → ``%s`` (the statements contain no literal ``?`` or ``%``)."""
+    return sql.replace("?", "%s")
