@@ -1,0 +1,226 @@
+"""The SQLite job store: one file in the data dir, shared by the processes of one box.
+
+Connections (DESIGN §3): WAL journal, ``synchronous=NORMAL`` (a committed transaction
+survives a killed process), a busy timeout, and autocommit at the driver level so the
+store says exactly where transactions begin. Each process has one writer connection
+behind a lock (SQLite serializes writers anyway) and a small pool of reader connections,
+so reads never wait for writes. Single-statement writes run as their own transaction;
+the one read-then-write (enqueue's count-then-insert) runs in ``BEGIN IMMEDIATE``.
+
+The hot path talks to the :mod:`sqlite3` driver with prepared statement strings; the
+SQLAlchemy engine (same connection factory, transactions begin ``IMMEDIATE``) serves the
+migrations. A store must not be carried across ``fork``: open one per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import sqlalchemy
+from sqlalchemy.pool import NullPool
+
+from apipod.errors import StoreUnavailable
+from apipod.store.sql import build_statements
+from apipod.store.sqlstore import Params, Row, SqlJobStore
+
+log = logging.getLogger(__name__)
+
+
+def _begin_immediate(conn: sqlalchemy.Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class SqliteStore(SqlJobStore):
+    """:class:`~apipod.store.base.JobStore` on one SQLite file.
+
+    ``db_path``: the database file (created with its folder when missing).
+    ``data_dir``: where media files (``files/``) and wake-up FIFOs (``run/``) live.
+    ``busy_timeout_s``: how long a writer waits for another one before the call raises
+    :class:`~apipod.errors.StoreUnavailable`.
+    """
+
+    dialect = "sqlite"
+    paramstyle = "qmark"
+
+    def __init__(
+        self,
+        db_path: str | Path,
+        data_dir: str | Path,
+        *,
+        busy_timeout_s: float = 5.0,
+        max_idle_readers: int = 8,
+    ) -> None:
+        super().__init__(data_dir, build_statements("qmark"))
+        self._path = Path(db_path)
+        self._busy_timeout_s = float(busy_timeout_s)
+        self._max_idle_readers = max_idle_readers
+        self._closed = False
+        self._write_lock = threading.Lock()
+        self._pool_lock = threading.Lock()
+        self._idle_readers: list[sqlite3.Connection] = []
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = self._connect()
+            self._use_wal(self._writer)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreUnavailable(f"cannot open the job store {self._path}: {exc}") from exc
+        self._engine = sqlalchemy.create_engine(
+            "sqlite://", creator=self._connect, poolclass=NullPool
+        )
+        sqlalchemy.event.listen(self._engine, "begin", _begin_immediate)
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    @property
+    def engine(self) -> sqlalchemy.Engine:
+        """The SQLAlchemy engine (migrations, tools); transactions begin IMMEDIATE."""
+        return self._engine
+
+    # --- connections -------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._path,
+            timeout=self._busy_timeout_s,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=256,
+        )
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL (persistent). Several processes opening a fresh file at
+        once may find it locked for a moment: retry within the busy timeout."""
+        deadline = time.monotonic() + self._busy_timeout_s
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        if str(mode).lower() != "wal":
+            log.warning("SQLite file %s stays in %s journal mode, not WAL", self._path, mode)
+
+    def _take_writer(self) -> sqlite3.Connection:
+        if not self._write_lock.acquire(timeout=self._busy_timeout_s):
+            raise StoreUnavailable(
+                f"the job store {self._path} is busy: no write turn within "
+                f"{self._busy_timeout_s:g}s"
+            )
+        if self._closed:
+            self._write_lock.release()
+            raise StoreUnavailable("the job store is closed")
+        return self._writer
+
+    def _take_reader(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreUnavailable("the job store is closed")
+        try:
+            return self._idle_readers.pop()
+        except IndexError:
+            pass
+        try:
+            return self._connect()
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+
+    def _give_reader(self, conn: sqlite3.Connection) -> None:
+        with self._pool_lock:
+            if not self._closed and len(self._idle_readers) < self._max_idle_readers:
+                self._idle_readers.append(conn)
+                return
+        conn.close()
+
+    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
+        text = str(exc)
+        if self._closed:
+            return StoreUnavailable("the job store is closed")
+        if "no such table" in text:
+            hint = "the schema is missing; run `apipod db upgrade` (or migrate at start)"
+        elif "locked" in text or "busy" in text:
+            hint = f"another process held the write lock for over {self._busy_timeout_s:g}s"
+        else:
+            hint = type(exc).__name__
+        return StoreUnavailable(f"job store {self._path}: {text} ({hint})")
+
+    # --- primitives ----------------------------------------------------------------------------
+    def _read(self, sql: str, params: Params = ()) -> list[Row]:
+        conn = self._take_reader()
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        finally:
+            self._give_reader(conn)
+
+    def _write(self, sql: str, params: Params = ()) -> int:
+        conn = self._take_writer()
+        try:
+            return conn.execute(sql, params).rowcount
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        finally:
+            self._write_lock.release()
+
+    def _write_rows(self, sql: str, params: Params = ()) -> list[Row]:
+        conn = self._take_writer()
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        finally:
+            self._write_lock.release()
+
+    def _insert_job(self, endpoint: str, queue_size: int, params: Params) -> int | None:
+        conn = self._take_writer()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                (queued,) = conn.execute(self._sql.count_queued, (endpoint,)).fetchone()
+                if queued >= queue_size:
+                    return None
+                seq = conn.execute(self._sql.insert_job, params).fetchall()[0][0]
+                conn.execute("COMMIT")
+                return seq
+            finally:
+                if conn.in_transaction:
+                    conn.rollback()
+        except sqlite3.IntegrityError as exc:
+            raise ValueError(f"a job with id {params[0]!r} already exists") from exc
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        finally:
+            self._write_lock.release()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def migrate(self) -> list[str]:
+        """Apply pending migrations (see :mod:`apipod.store.migrate`); their versions."""
+        from apipod.store.migrate import apply_migrations
+
+        return apply_migrations(self._engine, self.dialect)
+
+    def close(self) -> None:
+        """Close every connection and the wake-up pipes. Idempotent."""
+        if self._closed:
+            return
+        got_lock = self._write_lock.acquire(timeout=self._busy_timeout_s)
+        try:
+            with self._pool_lock:
+                self._closed = True
+                idle, self._idle_readers = self._idle_readers, []
+            for conn in (*idle, self._writer):
+                conn.close()
+        finally:
+            if got_lock:
+                self._write_lock.release()
+        self._engine.dispose()
+        super().close()

@@ -1,0 +1,274 @@
+"""The job store verbs, written once for every SQL dialect.
+
+:class:`SqlJobStore` implements the :class:`~apipod.store.base.JobStore` contract on top of
+four primitives a dialect class provides (``_read``, ``_write``, ``_write_rows`` and
+``_insert_job``, the one read-then-write transaction). Every state change is a single
+``UPDATE ... WHERE <expected state> [RETURNING ...]``, so it is atomic on any database and
+ownership is checked in the same statement that changes the row. Media files and
+wake-ups live in the data directory by default; a dialect may store them elsewhere.
+"""
+
+from __future__ import annotations
+
+import abc
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from apipod.errors import QueueFull
+from apipod.store.base import Job, JobStatus, JobStore, WorkerInfo
+from apipod.store.localfiles import LocalFiles, check_job_id
+from apipod.store.sql import (
+    Statements,
+    claim_sql,
+    dump_json,
+    format_ts,
+    list_jobs_sql,
+    placeholders,
+    release_sql,
+    row_to_job,
+    row_to_worker,
+    to_format,
+    ts_in,
+    utcnow,
+    worker_params,
+)
+from apipod.store.wakeup import FifoWakeup
+
+CANCELLED_ERROR = "cancelled by client"
+LEASE_EXPIRED_ERROR = "lease expired"
+Row = tuple[Any, ...]
+Params = Sequence[Any]
+
+
+class SqlJobStore(JobStore):
+    """Dialect-independent verbs. Subclasses set ``dialect`` and ``paramstyle`` and
+    implement the primitives, ``migrate`` and ``close`` (calling ``super().close()``)."""
+
+    dialect: str = ""
+    paramstyle: str = "qmark"
+
+    def __init__(self, data_dir: str | Path, statements: Statements) -> None:
+        self._data_dir = Path(data_dir)
+        self._sql = statements
+        self._adapt: Callable[[str], str] = (
+            (lambda sql: sql) if self.paramstyle == "qmark" else to_format
+        )
+        self._dynamic_sql: dict[tuple[Any, ...], str] = {}
+        self._files = LocalFiles(self._data_dir)
+        run_dir = self._data_dir / "run"
+        self._work = FifoWakeup(run_dir / "work.fifo")
+        self._results = FifoWakeup(run_dir / "results.fifo")
+
+    # --- primitives ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def _read(self, sql: str, params: Params = ()) -> list[Row]:
+        """Run a query without taking the write lock; all rows."""
+
+    @abc.abstractmethod
+    def _write(self, sql: str, params: Params = ()) -> int:
+        """Run one writing statement as its own transaction; the row count."""
+
+    @abc.abstractmethod
+    def _write_rows(self, sql: str, params: Params = ()) -> list[Row]:
+        """Run one writing statement with RETURNING as its own transaction; its rows."""
+
+    @abc.abstractmethod
+    def _insert_job(self, endpoint: str, queue_size: int, params: Params) -> int | None:
+        """In one locked transaction: count the endpoint's queued jobs and, if fewer than
+        ``queue_size``, run ``insert_job``. The new seq, or None when the queue is full.
+        A duplicate job id raises ValueError."""
+
+    def _cached_sql(self, key: tuple[Any, ...], build: Callable[[], str]) -> str:
+        sql = self._dynamic_sql.get(key)
+        if sql is None:
+            sql = self._dynamic_sql[key] = self._adapt(build())
+        return sql
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def close(self) -> None:
+        self._work.close()
+        self._results.close()
+
+    # --- jobs: the client side ----------------------------------------------------------------
+    def enqueue(
+        self,
+        endpoint: str,
+        inputs: dict[str, Any],
+        *,
+        queue_size: int,
+        max_attempts: int,
+        timeout_s: float | None = None,
+        job_id: str | None = None,
+    ) -> Job:
+        """See :meth:`JobStore.enqueue`. ``job_id``, when given, must be a safe path
+        component (letters, digits, ``_ - .``); a duplicate id raises ValueError."""
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        job_id = uuid.uuid4().hex if job_id is None else check_job_id(job_id)
+        timeout_s = None if timeout_s is None else float(timeout_s)
+        now = utcnow()
+        stamp = format_ts(now)
+        params = (job_id, endpoint, dump_json(inputs), max_attempts, timeout_s, stamp, stamp)
+        seq = self._insert_job(endpoint, queue_size, params)
+        if seq is None:
+            raise QueueFull(endpoint, queue_size)
+        self._work.notify()
+        return Job(
+            id=job_id,
+            seq=seq,
+            endpoint=endpoint,
+            status=JobStatus.QUEUED,
+            inputs=inputs,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
+            created_at=now,
+            queued_at=now,
+        )
+
+    def get(self, job_id: str) -> Job | None:
+        rows = self._read(self._sql.get_job, (job_id,))
+        return row_to_job(rows[0]) if rows else None
+
+    def cancel(self, job_id: str) -> Job | None:
+        """See :meth:`JobStore.cancel`. The job keeps its ``worker`` (so the supervisor
+        knows whom to stop) and gets the error ``"cancelled by client"``."""
+        rows = self._write_rows(self._sql.cancel, (CANCELLED_ERROR, format_ts(utcnow()), job_id))
+        if not rows:
+            return self.get(job_id)
+        self._results.notify()
+        return row_to_job(rows[0])
+
+    def list_jobs(
+        self, *, status: str | None = None, endpoint: str | None = None, limit: int = 100
+    ) -> list[Job]:
+        """Newest (highest seq) first, filtered by status and/or endpoint."""
+        key = ("list", status is not None, endpoint is not None)
+        sql = self._cached_sql(key, lambda: list_jobs_sql(key[1], key[2]))
+        params = [str(v) for v in (status, endpoint) if v is not None]
+        return [row_to_job(row) for row in self._read(sql, (*params, max(int(limit), 0)))]
+
+    def queue_depths(self) -> dict[str, int]:
+        return {endpoint: count for endpoint, count in self._read(self._sql.queue_depths)}
+
+    # --- jobs: the worker side -------------------------------------------------------------------
+    def claim(
+        self, worker_id: str, lease_s: float, endpoints: Sequence[str] | None = None
+    ) -> Job | None:
+        """See :meth:`JobStore.claim`. An empty ``endpoints`` matches nothing."""
+        if endpoints is None:
+            sql, names = self._sql.claim_any, ()
+        elif not endpoints:
+            return None
+        else:
+            names = tuple(endpoints)
+            sql = self._cached_sql(("claim", len(names)), lambda: claim_sql(len(names)))
+        now = utcnow()
+        rows = self._write_rows(sql, (worker_id, format_ts(now), ts_in(lease_s, now), *names))
+        return row_to_job(rows[0]) if rows else None
+
+    def heartbeat(self, job_id: str, worker_id: str, lease_s: float) -> bool:
+        return self._write(self._sql.heartbeat, (ts_in(lease_s), job_id, worker_id)) == 1
+
+    def set_progress(
+        self, job_id: str, worker_id: str, progress: float | None, message: str | None
+    ) -> bool:
+        progress = None if progress is None else float(progress)
+        params = (progress, message, job_id, worker_id)
+        return self._write(self._sql.set_progress, params) == 1
+
+    def finish(self, job_id: str, worker_id: str, result: Any) -> bool:
+        """See :meth:`JobStore.finish`. A result that is not JSON-able raises TypeError
+        (or ValueError) before anything is written."""
+        params = (dump_json(result), format_ts(utcnow()), job_id, worker_id)
+        return self._ended(self._write(self._sql.finish, params))
+
+    def fail(self, job_id: str, worker_id: str, error: str) -> bool:
+        return self._end(JobStatus.FAILED, job_id, worker_id, error)
+
+    def time_out(self, job_id: str, worker_id: str, error: str) -> bool:
+        return self._end(JobStatus.TIMEOUT, job_id, worker_id, error)
+
+    def _end(self, status: JobStatus, job_id: str, worker_id: str, error: str) -> bool:
+        params = (status.value, str(error), format_ts(utcnow()), job_id, worker_id)
+        return self._ended(self._write(self._sql.end, params))
+
+    def _ended(self, rowcount: int) -> bool:
+        if rowcount == 1:
+            self._results.notify()
+            return True
+        return False
+
+    def release(self, job_id: str, worker_id: str, error: str) -> JobStatus | None:
+        """See :meth:`JobStore.release`. A requeued job gets progress, started_at and
+        worker cleared and the message ``"requeued after: <error>"``."""
+        rows = self._release(self._sql.release, error, (job_id, worker_id))
+        return JobStatus(rows[0][1]) if rows else None
+
+    def recover_expired_leases(self) -> list[str]:
+        now = format_ts(utcnow())
+        return [row[0] for row in self._release(self._sql.recover, LEASE_EXPIRED_ERROR, (now,))]
+
+    def release_worker_jobs(self, worker_ids: Sequence[str], error: str) -> list[str]:
+        ids = tuple(worker_ids)
+        if not ids:
+            return []
+        condition = f"worker IN ({placeholders(len(ids))})"
+        sql = self._cached_sql(("release", len(ids)), lambda: release_sql(condition))
+        return [row[0] for row in self._release(sql, error, ids)]
+
+    def _release(self, sql: str, error: str, params: Params) -> list[Row]:
+        error = str(error)
+        stamp = format_ts(utcnow())
+        rows = self._write_rows(sql, (error, f"requeued after: {error}", stamp, *params))
+        for _, status in rows:
+            (self._work if status == JobStatus.QUEUED.value else self._results).notify()
+        return rows
+
+    def expire(self, ttl_s: float, batch_size: int = 500) -> int:
+        """See :meth:`JobStore.expire`. Files go first, then the rows, so a crash between
+        the two leaves rows that the next call deletes, never orphaned files."""
+        if batch_size < 1:
+            return 0
+        cutoff = ts_in(-float(ttl_s))
+        ids = [row[0] for row in self._read(self._sql.expired, (cutoff, int(batch_size)))]
+        if not ids:
+            return 0
+        for job_id in ids:
+            self.discard_files(job_id)
+        sql = self._adapt(f"DELETE FROM jobs WHERE id IN ({placeholders(len(ids))})")
+        return self._write(sql, ids)
+
+    # --- wake-ups ------------------------------------------------------------------------------
+    def wait_for_work(self, timeout: float) -> None:
+        self._work.wait(timeout)
+
+    def wait_for_results(self, timeout: float) -> None:
+        self._results.wait(timeout)
+
+    # --- files -----------------------------------------------------------------------------------
+    def put_file(self, job_id: str, name: str, data: bytes | BinaryIO) -> str:
+        """See :meth:`JobStore.put_file`. ``name`` is reduced to a safe file name; a
+        second file of the same name gets a numbered name (the reference tells which)."""
+        return self._files.put(job_id, name, data)
+
+    def read_file(self, ref: str) -> bytes:
+        """See :meth:`JobStore.read_file`. A malformed reference raises ValueError."""
+        return self._files.read(ref)
+
+    def discard_files(self, job_id: str) -> None:
+        """Delete every file of ``job_id`` (e.g. after its enqueue failed). Not part of
+        the :class:`JobStore` contract yet; never raises for a missing folder."""
+        self._files.delete_job(job_id)
+
+    # --- workers -----------------------------------------------------------------------------------
+    def upsert_worker(self, info: WorkerInfo) -> None:
+        """See :meth:`JobStore.upsert_worker`. ``started_at`` defaults to now."""
+        self._write(self._sql.upsert_worker, worker_params(info, format_ts(utcnow())))
+
+    def remove_worker(self, worker_id: str) -> None:
+        self._write(self._sql.remove_worker, (worker_id,))
+
+    def list_workers(self) -> list[WorkerInfo]:
+        return [row_to_worker(row) for row in self._read(self._sql.list_workers)]

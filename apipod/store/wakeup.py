@@ -1,0 +1,130 @@
+"""Cross-process wake-ups through named pipes (FIFOs) in ``<data_dir>/run/``.
+
+A waiter keeps its FIFO open ``O_RDWR | O_NONBLOCK`` (on Linux such a reader never sees
+end-of-file), polls it with the timeout and reads one byte, so one notification wakes
+about one waiter. A notifier opens the FIFO ``O_WRONLY | O_NONBLOCK`` lazily and writes one
+byte; with no reader yet (``ENXIO``) or a full pipe (``EAGAIN``) the byte is dropped.
+Wake-ups are hints: a stale byte only causes a spurious wake, a lost one only a wait until
+the caller's timeout. Nothing here raises into the caller; where FIFOs cannot be made,
+waiting degrades to sleeping for the timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import stat
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_READ_FLAGS = os.O_RDWR | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+_WRITE_FLAGS = os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+class FifoWakeup:
+    """One named pipe: ``notify`` from any process, ``wait`` in any process."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = Path(path)
+        self._lock = threading.Lock()
+        self._read_fd: int | None = None
+        self._write_fd: int | None = None
+        self._closed = False
+        self._usable = self._make_fifo()
+
+    def _make_fifo(self) -> bool:
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            os.mkfifo(self._path, 0o600)
+        except FileExistsError:
+            pass
+        except (OSError, AttributeError) as exc:
+            log.warning("cannot create %s (%s); waiting falls back to polling", self._path, exc)
+            return False
+        try:
+            is_fifo = stat.S_ISFIFO(os.stat(self._path).st_mode)
+        except OSError:
+            is_fifo = False
+        if not is_fifo:
+            log.warning("%s exists and is not a FIFO; waiting falls back to polling", self._path)
+        return is_fifo
+
+    def notify(self) -> None:
+        """Send one wake-up byte, if anybody listens. Never raises."""
+        if not self._usable:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            if self._write_fd is None:
+                try:
+                    self._write_fd = os.open(self._path, _WRITE_FLAGS)
+                except OSError:  # ENXIO: no reader yet; try again next time
+                    return
+            try:
+                os.write(self._write_fd, b"\x01")
+            except BlockingIOError:  # the pipe is full: enough wake-ups are pending
+                pass
+            except OSError:  # EPIPE and the like: reopen on the next notify
+                self._close_writer()
+
+    def wait(self, timeout: float) -> None:
+        """Return after one wake-up byte arrived or ``timeout`` seconds passed."""
+        fd = self._reader()
+        if fd is None:
+            time.sleep(max(timeout, 0.0))
+            return
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        try:
+            events = poller.poll(max(timeout, 0.0) * 1000.0)
+        except OSError:
+            events = []
+        if events:
+            self._take_one_byte(fd)
+
+    def _reader(self) -> int | None:
+        with self._lock:
+            if self._closed or not self._usable:
+                return None
+            if self._read_fd is None:
+                try:
+                    self._read_fd = os.open(self._path, _READ_FLAGS)
+                except OSError as exc:
+                    log.warning("cannot open %s (%s); falling back to polling", self._path, exc)
+                    self._usable = False
+                    return None
+            return self._read_fd
+
+    def _take_one_byte(self, fd: int) -> None:
+        with self._lock:
+            if self._read_fd != fd:  # closed meanwhile
+                return
+            try:
+                os.read(fd, 1)
+            except OSError:  # another waiter took it: a spurious wake-up
+                pass
+
+    def _close_writer(self) -> None:
+        if self._write_fd is not None:
+            try:
+                os.close(self._write_fd)
+            except OSError:
+                pass
+            self._write_fd = None
+
+    def close(self) -> None:
+        """Close both ends. The FIFO itself stays for other processes."""
+        with self._lock:
+            self._closed = True
+            self._close_writer()
+            if self._read_fd is not None:
+                try:
+                    os.close(self._read_fd)
+                except OSError:
+                    pass
+                self._read_fd = None
