@@ -1,0 +1,54 @@
+"""Fixtures of the store tests: one real database per test, for every backend.
+
+A backend is a function ``tmp_path -> database URL``. To run the contract tests against
+another backend, add it to ``DATABASE_URLS`` (e.g. ``"postgresql"`` creating a fresh
+database on a test server and returning its URL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from apipod.store import JobStore, open_store
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'apipod.db'}"
+
+
+DATABASE_URLS: dict[str, Callable[[Path], str]] = {"sqlite": sqlite_url}
+
+
+@pytest.fixture(params=sorted(DATABASE_URLS))
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return DATABASE_URLS[request.param](tmp_path)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def open_another(database_url: str, data_dir: Path) -> Iterator[Callable[[], JobStore]]:
+    """Open further stores on the same database (as another process would)."""
+    opened: list[JobStore] = []
+
+    def _open() -> JobStore:
+        opened.append(open_store(database_url, data_dir))
+        return opened[-1]
+
+    yield _open
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(open_another: Callable[[], JobStore]) -> JobStore:
+    """A migrated, empty store."""
+    store = open_another()
+    store.migrate()
+    return store

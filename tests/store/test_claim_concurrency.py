@@ -1,0 +1,96 @@
+"""Several processes on one real database: claims and queue limits stay exact."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import Counter
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from apipod.errors import QueueFull
+from apipod.store import JobStore, open_store
+
+JOBS = 5_000
+CLAIMERS = 3
+
+
+def _claim_until_empty(url: str, data_dir: str, worker: str, start: Any, out: Any) -> None:
+    """Child process: claim and finish jobs until none is left; report the seqs."""
+    store = open_store(url, data_dir)
+    seqs: list[int] = []
+    start.wait()
+    try:
+        while (job := store.claim(worker, 60)) is not None:
+            seqs.append(job.seq)
+            if not store.finish(job.id, worker, {"by": worker}):
+                raise AssertionError(f"{worker} could not finish its job {job.id}")
+        out.put((worker, seqs, None))
+    except Exception as exc:  # reported to the parent, which fails the test
+        out.put((worker, seqs, repr(exc)))
+    finally:
+        store.close()
+
+
+def _submit_many(url: str, data_dir: str, count: int, start: Any, out: Any) -> None:
+    """Child process: submit ``count`` jobs to a queue of 50; report how many fit."""
+    store = open_store(url, data_dir)
+    accepted = 0
+    start.wait()
+    try:
+        for _ in range(count):
+            try:
+                store.enqueue("/busy", {}, queue_size=50, max_attempts=1)
+                accepted += 1
+            except QueueFull:
+                pass
+        out.put((accepted, None))
+    except Exception as exc:  # reported to the parent, which fails the test
+        out.put((accepted, repr(exc)))
+    finally:
+        store.close()
+
+
+def run_children(target: Any, args: list[tuple[Any, ...]]) -> list[Any]:
+    """Start one spawned process per argument tuple, release them together, collect."""
+    context = multiprocessing.get_context("spawn")
+    start, out = context.Event(), context.Queue()
+    children = [context.Process(target=target, args=(*a, start, out)) for a in args]
+    for child in children:
+        child.start()
+    start.set()
+    results = [out.get(timeout=90) for _ in children]
+    for child in children:
+        child.join(timeout=30)
+        assert child.exitcode == 0
+    return results
+
+
+@pytest.mark.timeout(120)
+def test_concurrent_claimers_take_every_job_once_in_order(
+    store: JobStore, database_url: str, data_dir: Path
+) -> None:
+    expected = {
+        store.enqueue("/gen", {"i": i}, queue_size=JOBS, max_attempts=1).seq for i in range(JOBS)
+    }
+    args = [(database_url, str(data_dir), f"w{i}") for i in range(CLAIMERS)]
+    results = run_children(_claim_until_empty, args)
+    assert [error for _, _, error in results] == [None] * CLAIMERS
+    claims = Counter(seq for _, seqs, _ in results for seq in seqs)
+    assert set(claims) == expected and set(claims.values()) == {1}
+    for _, seqs, _ in results:
+        assert seqs and all(a < b for a, b in pairwise(seqs))
+    assert store.queue_depths() == {}
+    assert len(store.list_jobs(status="finished", limit=JOBS)) == JOBS
+
+
+@pytest.mark.timeout(120)
+def test_queue_size_holds_across_processes(
+    store: JobStore, database_url: str, data_dir: Path
+) -> None:
+    results = run_children(_submit_many, [(database_url, str(data_dir), 40)] * 3)
+    assert [error for _, error in results] == [None] * 3
+    assert sum(accepted for accepted, _ in results) == 50
+    assert store.queue_depths() == {"/busy": 50}

@@ -1,0 +1,379 @@
+"""The JobStore contract, through the public API only, for every backend."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from apipod.errors import QueueFull
+from apipod.store import Job, JobStatus, JobStore, WorkerInfo, WorkerState
+
+
+def submit(store: JobStore, endpoint: str = "/gen", **kwargs: Any) -> Job:
+    options: dict[str, Any] = {"queue_size": 1000, "max_attempts": 3}
+    options.update(kwargs)
+    inputs = options.pop("inputs", {"prompt": "a cat"})
+    return store.enqueue(endpoint, inputs, **options)
+
+
+def claimed(store: JobStore, worker: str = "w1", lease_s: float = 30.0, **kwargs: Any) -> Job:
+    job = store.claim(worker, lease_s, **kwargs)
+    assert job is not None
+    return job
+
+
+# --- enqueue, get ----------------------------------------------------------------------------
+def test_enqueue_returns_the_stored_job(store: JobStore) -> None:
+    before = datetime.now(timezone.utc)
+    job = submit(store, inputs={"prompt": "ünïcode", "n": [1, 2]}, timeout_s=12, max_attempts=2)
+    assert job.status is JobStatus.QUEUED and job.attempts == 0 and job.max_attempts == 2
+    assert len(job.id) == 32 and job.timeout_s == 12.0
+    assert before <= job.created_at == job.queued_at <= datetime.now(timezone.utc)
+    assert store.get(job.id) == job
+    assert store.get("unknown") is None
+
+
+def test_enqueue_with_given_id_refuses_duplicates_and_unsafe_ids(store: JobStore) -> None:
+    job = submit(store, job_id="job-1")
+    assert job.id == "job-1" and store.get("job-1") == job
+    with pytest.raises(ValueError):
+        submit(store, job_id="job-1")
+    with pytest.raises(ValueError):
+        submit(store, job_id="../escape")
+    assert [j.id for j in store.list_jobs()] == ["job-1"]
+
+
+def test_claim_is_fifo_and_sets_the_lease(store: JobStore) -> None:
+    ids = [submit(store, inputs={"i": i}).id for i in range(5)]
+    before = datetime.now(timezone.utc)
+    first = claimed(store, "w1", lease_s=30)
+    assert first.id == ids[0] and first.inputs == {"i": 0}
+    assert first.status is JobStatus.PROCESSING and first.worker == "w1" and first.attempts == 1
+    assert before <= first.started_at <= first.lease_expires_at
+    assert first.lease_expires_at >= before + timedelta(seconds=29)
+    assert [claimed(store).id for _ in range(4)] == ids[1:]
+    assert store.claim("w1", 30) is None
+
+
+def test_claim_with_endpoint_filter(store: JobStore) -> None:
+    a1, b1, a2, b2 = (submit(store, e).id for e in ("/a", "/b", "/a", "/b"))
+    assert claimed(store, endpoints=["/b"]).id == b1
+    assert store.claim("w1", 30, endpoints=[]) is None
+    assert store.claim("w1", 30, endpoints=["/c"]) is None
+    assert [claimed(store, endpoints=["/a", "/b"]).id for _ in range(3)] == [a1, a2, b2]
+
+
+# --- queue size --------------------------------------------------------------------------------
+def test_queue_full_counts_only_queued_jobs_of_the_endpoint(store: JobStore) -> None:
+    for _ in range(3):
+        submit(store, "/a", queue_size=3)
+    with pytest.raises(QueueFull) as raised:
+        submit(store, "/a", queue_size=3)
+    assert raised.value.endpoint == "/a" and raised.value.queue_size == 3
+    submit(store, "/b", queue_size=3)
+    claimed(store, endpoints=["/a"])
+    submit(store, "/a", queue_size=3)
+    assert store.queue_depths() == {"/a": 3, "/b": 1}
+
+
+def test_queue_size_holds_under_concurrent_submits(store: JobStore) -> None:
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def submitter() -> None:
+        start.wait()
+        for _ in range(20):
+            try:
+                submit(store, "/busy", queue_size=50)
+                result = "ok"
+            except QueueFull:
+                result = "full"
+            with lock:
+                outcomes.append(result)
+
+    threads = [threading.Thread(target=submitter) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("ok") == 50 and outcomes.count("full") == 110
+    assert store.queue_depths() == {"/busy": 50}
+
+
+# --- ownership -----------------------------------------------------------------------------------
+def test_only_the_owner_acts_on_a_job(store: JobStore) -> None:
+    job = claimed(store_with_job(store), "owner")
+    assert store.heartbeat(job.id, "other", 30) is False
+    assert store.set_progress(job.id, "other", 0.5, "half") is False
+    assert store.finish(job.id, "other", {"x": 1}) is False
+    assert store.fail(job.id, "other", "boom") is False
+    assert store.time_out(job.id, "other", "slow") is False
+    assert store.release(job.id, "other", "bye") is None
+    assert store.get(job.id) == job
+    assert store.set_progress(job.id, "owner", 0.5, "half") is True
+    assert store.get(job.id).progress == 0.5 and store.get(job.id).message == "half"
+
+
+def store_with_job(store: JobStore) -> JobStore:
+    submit(store)
+    return store
+
+
+def test_heartbeat_extends_the_lease(store: JobStore) -> None:
+    job = claimed(store_with_job(store), lease_s=1)
+    assert store.heartbeat(job.id, "w1", 120) is True
+    assert store.get(job.id).lease_expires_at > job.lease_expires_at + timedelta(seconds=100)
+
+
+@pytest.mark.parametrize("how", ["cancel", "expiry", "release"])
+def test_late_finish_is_dropped(store: JobStore, how: str) -> None:
+    job = claimed(store_with_job(store), lease_s=0.05)
+    if how == "cancel":
+        store.cancel(job.id)
+    elif how == "expiry":
+        time.sleep(0.1)
+        assert store.recover_expired_leases() == [job.id]
+    else:
+        assert store.release(job.id, "w1", "shutting down") is JobStatus.QUEUED
+    before = store.get(job.id)
+    assert store.finish(job.id, "w1", {"late": True}) is False
+    assert store.heartbeat(job.id, "w1", 30) is False
+    assert store.set_progress(job.id, "w1", 1.0, "done") is False
+    assert store.get(job.id) == before and before.result is None
+
+
+@pytest.mark.parametrize(
+    ("end", "status"),
+    [("finish", JobStatus.FINISHED), ("fail", JobStatus.FAILED), ("time_out", JobStatus.TIMEOUT)],
+)
+def test_a_job_ends_once(store: JobStore, end: str, status: JobStatus) -> None:
+    job = claimed(store_with_job(store))
+    argument: Any = {"image": "ok"} if end == "finish" else "went wrong"
+    assert getattr(store, end)(job.id, "w1", argument) is True
+    done = store.get(job.id)
+    assert done.status is status and done.is_terminal and done.lease_expires_at is None
+    assert done.finished_at >= done.started_at
+    if end == "finish":
+        assert done.result == {"image": "ok"} and done.error is None
+    else:
+        assert done.error == "went wrong" and done.result is None
+    assert store.finish(job.id, "w1", {"twice": True}) is False
+    assert store.get(job.id) == done
+
+
+# --- release and lease recovery --------------------------------------------------------------------
+def test_release_requeues_at_the_original_place_then_fails(store: JobStore) -> None:
+    first = submit(store, max_attempts=2)
+    second = submit(store)
+    assert store.release(claimed(store).id, "w1", "worker died") is JobStatus.QUEUED
+    requeued = store.get(first.id)
+    assert requeued.status is JobStatus.QUEUED and requeued.seq == first.seq
+    assert requeued.worker is None and requeued.lease_expires_at is None
+    assert requeued.attempts == 1 and requeued.error is None
+    again = claimed(store, "w2")
+    assert again.id == first.id and again.attempts == 2
+    assert store.release(first.id, "w2", "worker died again") is JobStatus.FAILED
+    failed = store.get(first.id)
+    assert failed.status is JobStatus.FAILED and failed.error == "worker died again"
+    assert failed.finished_at is not None
+    assert claimed(store).id == second.id
+
+
+def test_recover_expired_leases(store: JobStore) -> None:
+    retry = submit(store, max_attempts=2)
+    last_try = submit(store, max_attempts=1)
+    alive = submit(store)
+    claimed(store, "w1", lease_s=0.05)
+    claimed(store, "w2", lease_s=0.05)
+    claimed(store, "w3", lease_s=60)
+    assert store.recover_expired_leases() == []
+    time.sleep(0.1)
+    assert sorted(store.recover_expired_leases()) == sorted([retry.id, last_try.id])
+    assert store.get(retry.id).status is JobStatus.QUEUED
+    lost = store.get(last_try.id)
+    assert lost.status is JobStatus.FAILED and lost.error == "lease expired"
+    assert store.get(alive.id).status is JobStatus.PROCESSING
+    assert store.recover_expired_leases() == []
+
+
+def test_release_worker_jobs(store: JobStore) -> None:
+    jobs = [submit(store).id for _ in range(3)]
+    for worker in ("w1", "w2", "w3"):
+        claimed(store, worker)
+    released = store.release_worker_jobs(["w1", "w3"], "box restarted")
+    assert sorted(released) == sorted([jobs[0], jobs[2]])
+    assert [store.get(j).status for j in jobs] == [
+        JobStatus.QUEUED,
+        JobStatus.PROCESSING,
+        JobStatus.QUEUED,
+    ]
+    assert store.release_worker_jobs([], "nothing") == []
+
+
+# --- cancel ------------------------------------------------------------------------------------------
+def test_cancel_a_queued_job(store: JobStore) -> None:
+    job = submit(store)
+    cancelled = store.cancel(job.id)
+    assert cancelled.status is JobStatus.CANCELLED and cancelled.finished_at is not None
+    assert cancelled.error
+    assert store.claim("w1", 30) is None
+    assert store.queue_depths() == {}
+    assert store.cancel("unknown") is None
+
+
+def test_cancel_a_processing_job(store: JobStore) -> None:
+    job = claimed(store_with_job(store))
+    cancelled = store.cancel(job.id)
+    assert cancelled.status is JobStatus.CANCELLED and store.get(job.id) == cancelled
+    assert store.heartbeat(job.id, "w1", 30) is False
+
+
+def test_cancel_leaves_terminal_jobs_as_they_are(store: JobStore) -> None:
+    job = claimed(store_with_job(store))
+    store.finish(job.id, "w1", [1, 2, 3])
+    done = store.get(job.id)
+    assert store.cancel(job.id) == done and done.status is JobStatus.FINISHED
+    assert store.cancel(job.id).result == [1, 2, 3]
+
+
+# --- history ---------------------------------------------------------------------------------------------
+def test_list_jobs_newest_first_with_filters(store: JobStore) -> None:
+    a1, b1, a2 = (submit(store, e).id for e in ("/a", "/b", "/a"))
+    claimed(store)
+    assert [j.id for j in store.list_jobs()] == [a2, b1, a1]
+    assert [j.id for j in store.list_jobs(limit=2)] == [a2, b1]
+    assert [j.id for j in store.list_jobs(endpoint="/a")] == [a2, a1]
+    assert [j.id for j in store.list_jobs(status="queued")] == [a2, b1]
+    assert [j.id for j in store.list_jobs(status=JobStatus.PROCESSING)] == [a1]
+    assert [j.id for j in store.list_jobs(status="queued", endpoint="/a")] == [a2]
+    assert store.list_jobs(endpoint="/none") == []
+
+
+def test_queue_depths(store: JobStore) -> None:
+    assert store.queue_depths() == {}
+    for endpoint in ("/a", "/a", "/b"):
+        submit(store, endpoint)
+    claimed(store, endpoints=["/b"])
+    assert store.queue_depths() == {"/a": 2}
+
+
+# --- TTL -----------------------------------------------------------------------------------------------------
+def finished_job(store: JobStore) -> Job:
+    job = claimed(store_with_job(store))
+    store.finish(job.id, "w1", {"ok": True})
+    return job
+
+
+def test_expire_deletes_only_old_terminal_jobs_in_batches(store: JobStore) -> None:
+    old = [finished_job(store).id for _ in range(5)]
+    refs = [store.put_file(job_id, "out.png", b"png") for job_id in old]
+    time.sleep(0.4)
+    recent = finished_job(store)
+    recent_ref = store.put_file(recent.id, "out.png", b"recent")
+    running = claimed(store_with_job(store))
+    queued = submit(store)
+    assert store.expire(ttl_s=0.2, batch_size=2) == 2
+    assert store.expire(ttl_s=0.2, batch_size=2) == 2
+    assert store.expire(ttl_s=0.2, batch_size=2) == 1
+    assert store.expire(ttl_s=0.2, batch_size=2) == 0
+    assert all(store.get(job_id) is None for job_id in old)
+    for ref in refs:
+        with pytest.raises(FileNotFoundError):
+            store.read_file(ref)
+    assert store.read_file(recent_ref) == b"recent"
+    assert {store.get(j.id).status for j in (recent, queued, running)} == {
+        JobStatus.FINISHED,
+        JobStatus.QUEUED,
+        JobStatus.PROCESSING,
+    }
+
+
+# --- workers -------------------------------------------------------------------------------------------------
+def test_workers_upsert_list_remove(store: JobStore) -> None:
+    before = datetime.now(timezone.utc)
+    store.upsert_worker(WorkerInfo("w1", "box", 101, "0", WorkerState.STARTING))
+    store.upsert_worker(WorkerInfo("w0", "box", 100, None, WorkerState.READY))
+    store.upsert_worker(
+        WorkerInfo("w1", "box", 101, "0", WorkerState.BUSY, current_job="j1", jobs_done=4)
+    )
+    w0, w1 = store.list_workers()
+    assert (w0.id, w0.state, w0.gpu) == ("w0", WorkerState.READY, None)
+    assert (w1.state, w1.current_job, w1.jobs_done, w1.pid) == (WorkerState.BUSY, "j1", 4, 101)
+    assert w1.heartbeat_at >= before and w1.started_at is not None
+    store.remove_worker("w0")
+    assert [w.id for w in store.list_workers()] == ["w1"]
+
+
+# --- files --------------------------------------------------------------------------------------------------------
+def test_put_and_read_files(store: JobStore) -> None:
+    job = submit(store)
+    small = store.put_file(job.id, "in.png", b"\x89PNG")
+    big_data = bytes(range(256)) * 12_000
+    big = store.put_file(job.id, "clip.mp4", io.BytesIO(big_data))
+    again = store.put_file(job.id, "in.png", b"second")
+    assert store.read_file(small) == b"\x89PNG" and store.read_file(big) == big_data
+    assert again != small and store.read_file(again) == b"second"
+    escaped = store.put_file(job.id, "../../etc/passwd", b"inside")
+    assert ".." not in escaped and store.read_file(escaped) == b"inside"
+
+
+def test_read_missing_file(store: JobStore) -> None:
+    ref = store.put_file("some-job", "x.bin", b"x")
+    with pytest.raises(FileNotFoundError):
+        store.read_file(ref.replace("x.bin", "y.bin"))
+
+
+# --- wake-ups ------------------------------------------------------------------------------------------------------
+def timed_wait(wait: Callable[[float], None], timeout: float) -> Callable[[], float]:
+    """Start ``wait(timeout)`` in a thread; the returned function joins and gives the time."""
+    elapsed: list[float] = []
+
+    def run() -> None:
+        start = time.monotonic()
+        wait(timeout)
+        elapsed.append(time.monotonic() - start)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(0.3)  # let the waiter start listening
+
+    def result() -> float:
+        thread.join(timeout + 5)
+        return elapsed[0]
+
+    return result
+
+
+def test_wait_for_work_wakes_on_enqueue(
+    store: JobStore, open_another: Callable[[], JobStore]
+) -> None:
+    other = open_another()
+    waited = timed_wait(store.wait_for_work, timeout=10)
+    submit(other)
+    assert waited() < 3
+
+
+def test_wait_for_work_times_out(store: JobStore) -> None:
+    start = time.monotonic()
+    store.wait_for_work(0.3)
+    assert 0.25 <= time.monotonic() - start < 3
+
+
+def test_wait_for_results_wakes_on_finish(
+    store: JobStore, open_another: Callable[[], JobStore]
+) -> None:
+    other = open_another()
+    job = claimed(store_with_job(other))
+    waited = timed_wait(store.wait_for_results, timeout=10)
+    other.finish(job.id, "w1", "done")
+    assert waited() < 3
+    start = time.monotonic()
+    store.wait_for_results(0.3)
+    assert 0.25 <= time.monotonic() - start < 3
