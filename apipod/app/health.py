@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+import psutil
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
     from apipod.app.pod import APIPod
 
 SERVING_STATES = frozenset({WorkerState.READY, WorkerState.BUSY})
+_PROCESS = psutil.Process()
 
 
 def install_health(app: APIPod) -> None:
@@ -37,6 +40,7 @@ async def _queue_health(app: APIPod) -> JSONResponse:
         "status": "ok" if serving else "unavailable",
         "compute": app.config.compute,
         "version": __version__,
+        "api": {"pid": os.getpid(), "rss_bytes": _PROCESS.memory_info().rss},
         "workers": rendered,
         "queue": depths,
     }

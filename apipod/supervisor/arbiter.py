@@ -139,8 +139,10 @@ class Supervisor:
         assert self.api is not None
         self.api.join()
         code = self.api.exitcode
+        # An error exit soon after start is a start-up failure (import error, port in
+        # use): halt rather than respawn forever. A death by signal is restarted.
         quick = time.monotonic() - self.api_started_at < API_START_GRACE_S
-        if quick:
+        if quick and code is not None and code > 0:
             logger.error("API process exited at start (exit code %s): halting", code)
             self._exit_code = 1
             self._stopping = True
