@@ -68,16 +68,18 @@ def utcnow() -> datetime:
 
 def format_ts(moment: datetime) -> str:
     """``2024-05-01T12:00:00.000000Z`` for an aware (or naive-UTC) datetime."""
-    if moment.tzinfo is not None and moment.utcoffset():
+    if moment.tzinfo is None:
+        return moment.isoformat(timespec="microseconds") + "Z"
+    if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
-    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_ts(text: str | None) -> datetime | None:
     """The aware UTC datetime of a stored timestamp (None stays None)."""
     if text is None:
         return None
-    return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
+    return datetime.fromisoformat(text[:-1] + "+00:00")
 
 
 def ts_in(seconds: float, now: datetime | None = None) -> str:

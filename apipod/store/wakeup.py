@@ -3,7 +3,8 @@
 A waiter keeps its FIFO open ``O_RDWR | O_NONBLOCK`` (on Linux such a reader never sees
 end-of-file), polls it with the timeout and reads one byte, so one notification wakes
 about one waiter. A notifier opens the FIFO ``O_WRONLY | O_NONBLOCK`` lazily and writes one
-byte; with no reader yet (``ENXIO``) or a full pipe (``EAGAIN``) the byte is dropped.
+byte; with no reader yet (``ENXIO``) or a full pipe (``EAGAIN``) the byte is dropped, and
+after ``ENXIO`` the next open is tried only 0.1 s later (an open costs more than the write).
 Wake-ups are hints: a stale byte only causes a spurious wake, a lost one only a wait until
 the caller's timeout. Nothing here raises into the caller; where FIFOs cannot be made,
 waiting degrades to sleeping for the timeout.
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 _READ_FLAGS = os.O_RDWR | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 _WRITE_FLAGS = os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+_REOPEN_AFTER_S = 0.1
 
 
 class FifoWakeup:
@@ -33,6 +35,7 @@ class FifoWakeup:
         self._lock = threading.Lock()
         self._read_fd: int | None = None
         self._write_fd: int | None = None
+        self._next_open = 0.0
         self._closed = False
         self._usable = self._make_fifo()
 
@@ -61,9 +64,13 @@ class FifoWakeup:
             if self._closed:
                 return
             if self._write_fd is None:
+                now = time.monotonic()
+                if now < self._next_open:
+                    return
                 try:
                     self._write_fd = os.open(self._path, _WRITE_FLAGS)
-                except OSError:  # ENXIO: no reader yet; try again next time
+                except OSError:  # ENXIO: nobody listens yet; try again a little later
+                    self._next_open = now + _REOPEN_AFTER_S
                     return
             try:
                 os.write(self._write_fd, b"\x01")
