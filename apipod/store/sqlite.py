@@ -24,7 +24,6 @@ import sqlalchemy
 from sqlalchemy.pool import NullPool
 
 from apipod.errors import StoreUnavailable
-from apipod.store.sql import build_statements
 from apipod.store.sqlstore import Params, Row, SqlJobStore
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ class SqliteStore(SqlJobStore):
         busy_timeout_s: float = 5.0,
         max_idle_readers: int = 8,
     ) -> None:
-        super().__init__(data_dir, build_statements("qmark"))
+        super().__init__(data_dir)
         self._path = Path(db_path)
         self._busy_timeout_s = float(busy_timeout_s)
         self._max_idle_readers = max_idle_readers

@@ -20,7 +20,7 @@ from apipod.errors import QueueFull
 from apipod.store.base import Job, JobStatus, JobStore, WorkerInfo
 from apipod.store.localfiles import LocalFiles, check_job_id
 from apipod.store.sql import (
-    Statements,
+    build_statements,
     claim_sql,
     dump_json,
     format_ts,
@@ -49,9 +49,9 @@ class SqlJobStore(JobStore):
     dialect: str = ""
     paramstyle: str = "qmark"
 
-    def __init__(self, data_dir: str | Path, statements: Statements) -> None:
+    def __init__(self, data_dir: str | Path) -> None:
         self._data_dir = Path(data_dir)
-        self._sql = statements
+        self._sql = build_statements(self.paramstyle)
         self._adapt: Callable[[str], str] = (
             (lambda sql: sql) if self.paramstyle == "qmark" else to_format
         )
