@@ -37,17 +37,15 @@ def read_media_inputs(
 def _read_param(param: Param, value: Any, policy: UrlPolicy) -> Any:
     assert param.media_cls is not None
     if value is None:
-        return None if param.required is False else _raise_missing(param)
+        if param.required:
+            raise MediaError("Field required", param.name)
+        return None
     if param.is_list:
         items = value if isinstance(value, list) else [value]
         return [read_media(v, param.media_cls, param.name, policy) for v in items]
     if isinstance(value, list):
         raise MediaError(f"field '{param.name}' takes one file, got a list", param.name)
     return read_media(value, param.media_cls, param.name, policy)
-
-
-def _raise_missing(param: Param) -> None:
-    raise MediaError("Field required", param.name)
 
 
 def media_objects(spec: EndpointSpec, payloads: dict[str, Any]) -> dict[str, Any]:

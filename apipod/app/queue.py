@@ -8,6 +8,7 @@ import logging
 import re
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Query
@@ -132,6 +133,10 @@ class QueueFrontEnd:
             return job_result(job, self.store.read_file)
         return await run_in_threadpool(job_result, job, self.store.read_file)
 
+    def summary(self, job: Job) -> dict[str, Any]:
+        """The JobResult without ``result`` (history lists stay small; media stay put)."""
+        return job_result(replace(job, result=None), self.store.read_file)
+
 
 def check_job_id(job_id: str) -> str:
     if not _JOB_ID.match(job_id):
@@ -169,7 +174,11 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
         logger.info("job %s cancelled by client (now %s)", job_id, job.status)
         return JSONResponse(await queue.render(job))
 
-    @app.router.get("/jobs", tags=["jobs"], summary="Job history, newest first")
+    @app.router.get(
+        "/jobs",
+        tags=["jobs"],
+        summary="Job history, newest first (without results: read those from /status/{id})",
+    )
     async def list_jobs(
         status: str | None = None,
         endpoint: str | None = None,
@@ -178,7 +187,7 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
         jobs = await run_in_threadpool(
             lambda: queue.store.list_jobs(status=status, endpoint=endpoint, limit=limit)
         )
-        return JSONResponse({"jobs": [await queue.render(j) for j in jobs]})
+        return JSONResponse({"jobs": [queue.summary(j) for j in jobs]})
 
 
 __all__ = ["QueueFrontEnd", "install_job_routes", "not_found", "MAX_WAIT_S"]
