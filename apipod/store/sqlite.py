@@ -162,18 +162,17 @@ class SqliteStore(SqlJobStore):
             self._give_reader(conn)
 
     def _write(self, sql: str, params: Params = ()) -> int:
-        conn = self._take_writer()
-        try:
-            return conn.execute(sql, params).rowcount
-        except sqlite3.Error as exc:
-            raise self._unavailable(exc) from exc
-        finally:
-            self._write_lock.release()
+        return self._run_write(sql, params)[1]
 
     def _write_rows(self, sql: str, params: Params = ()) -> list[Row]:
+        return self._run_write(sql, params)[0]
+
+    def _run_write(self, sql: str, params: Params) -> tuple[list[Row], int]:
+        """One autocommit statement on the writer: its rows (RETURNING) and row count."""
         conn = self._take_writer()
         try:
-            return conn.execute(sql, params).fetchall()
+            cursor = conn.execute(sql, params)
+            return cursor.fetchall(), cursor.rowcount
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
         finally:

@@ -117,21 +117,21 @@ class FifoWakeup:
                 pass
 
     def _close_writer(self) -> None:
-        if self._write_fd is not None:
-            try:
-                os.close(self._write_fd)
-            except OSError:
-                pass
-            self._write_fd = None
+        _close_quietly(self._write_fd)
+        self._write_fd = None
 
     def close(self) -> None:
         """Close both ends. The FIFO itself stays for other processes."""
         with self._lock:
             self._closed = True
             self._close_writer()
-            if self._read_fd is not None:
-                try:
-                    os.close(self._read_fd)
-                except OSError:
-                    pass
-                self._read_fd = None
+            _close_quietly(self._read_fd)
+            self._read_fd = None
+
+
+def _close_quietly(fd: int | None) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass

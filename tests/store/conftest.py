@@ -7,8 +7,10 @@ database on a test server and returning its URL).
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,3 +54,25 @@ def store(open_another: Callable[[], JobStore]) -> JobStore:
     store = open_another()
     store.migrate()
     return store
+
+
+def _run_children(target: Callable[..., None], args: list[tuple[Any, ...]]) -> list[Any]:
+    context = multiprocessing.get_context("spawn")
+    start, out = context.Event(), context.Queue()
+    children = [context.Process(target=target, args=(*a, start, out)) for a in args]
+    for child in children:
+        child.start()
+    start.set()
+    results = [out.get(timeout=90) for _ in children]
+    for child in children:
+        child.join(timeout=30)
+        assert child.exitcode == 0
+    return results
+
+
+@pytest.fixture
+def run_children() -> Callable[[Callable[..., None], list[tuple[Any, ...]]], list[Any]]:
+    """``run_children(target, [args, ...])``: one spawned process per argument tuple,
+    called as ``target(*args, start, out)``; all wait on ``start`` and put one result on
+    ``out``. Returns the results (in arrival order) after every child exited cleanly."""
+    return _run_children

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import multiprocessing
 from collections import Counter
+from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ import pytest
 from apipod.errors import QueueFull
 from apipod.store import JobStore, open_store
 
+RunChildren = Callable[[Callable[..., None], list[tuple[Any, ...]]], list[Any]]
 JOBS = 5_000
 CLAIMERS = 3
 
@@ -53,24 +54,9 @@ def _submit_many(url: str, data_dir: str, count: int, start: Any, out: Any) -> N
         store.close()
 
 
-def run_children(target: Any, args: list[tuple[Any, ...]]) -> list[Any]:
-    """Start one spawned process per argument tuple, release them together, collect."""
-    context = multiprocessing.get_context("spawn")
-    start, out = context.Event(), context.Queue()
-    children = [context.Process(target=target, args=(*a, start, out)) for a in args]
-    for child in children:
-        child.start()
-    start.set()
-    results = [out.get(timeout=90) for _ in children]
-    for child in children:
-        child.join(timeout=30)
-        assert child.exitcode == 0
-    return results
-
-
 @pytest.mark.timeout(120)
 def test_concurrent_claimers_take_every_job_once_in_order(
-    store: JobStore, database_url: str, data_dir: Path
+    store: JobStore, database_url: str, data_dir: Path, run_children: RunChildren
 ) -> None:
     expected = {
         store.enqueue("/gen", {"i": i}, queue_size=JOBS, max_attempts=1).seq for i in range(JOBS)
@@ -88,7 +74,7 @@ def test_concurrent_claimers_take_every_job_once_in_order(
 
 @pytest.mark.timeout(120)
 def test_queue_size_holds_across_processes(
-    store: JobStore, database_url: str, data_dir: Path
+    store: JobStore, database_url: str, data_dir: Path, run_children: RunChildren
 ) -> None:
     results = run_children(_submit_many, [(database_url, str(data_dir), 40)] * 3)
     assert [error for _, error in results] == [None] * 3

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from apipod.errors import StoreUnavailable
-from apipod.store.migrate import discover, migrations_dir, upgrade
+from apipod.store.migrate import apply_migrations, discover, migrations_dir, upgrade
 from apipod.store.sqlite import SqliteStore
 
 REPO_MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
@@ -53,8 +54,6 @@ def test_a_failing_migration_rolls_back_and_stays_pending(tmp_path: Path) -> Non
     )
     store = SqliteStore(tmp_path / "apipod.db", tmp_path / "data")
     try:
-        from apipod.store.migrate import apply_migrations
-
         with pytest.raises(StoreUnavailable):
             apply_migrations(store.engine, "sqlite", folder)
         assert recorded(store.path) == [("0001", "initial")]
@@ -77,20 +76,11 @@ def _migrate_in_child(url: str, data_dir: str, start: object, results: object) -
         results.put(("error", repr(exc)))  # type: ignore[attr-defined]
 
 
-def test_processes_migrating_at_once_apply_each_migration_once(tmp_path: Path) -> None:
-    context = multiprocessing.get_context("spawn")
-    start, results = context.Event(), context.Queue()
+def test_processes_migrating_at_once_apply_each_migration_once(
+    tmp_path: Path, run_children: Callable[..., list[Any]]
+) -> None:
     url = f"sqlite:///{tmp_path / 'apipod.db'}"
-    children = [
-        context.Process(target=_migrate_in_child, args=(url, str(tmp_path), start, results))
-        for _ in range(3)
-    ]
-    for child in children:
-        child.start()
-    start.set()
-    outcomes = [results.get(timeout=60) for _ in children]
-    for child in children:
-        child.join(timeout=30)
+    outcomes = run_children(_migrate_in_child, [(url, str(tmp_path))] * 3)
     assert all(kind == "ok" for kind, _ in outcomes), outcomes
     applied = sorted(v for _, versions in outcomes for v in versions)
     assert applied == [m.version for m in discover()]
