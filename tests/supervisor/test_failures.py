@@ -1,0 +1,182 @@
+"""Jobs that raise, workers that die, and an on_worker_start that fails."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.helpers import ServiceProcess, running_service
+from tests.supervisor.support import (
+    client_for,
+    count_in_log,
+    db_path,
+    full_log,
+    health,
+    job_row,
+    ready_workers,
+    run_job,
+    submit,
+    wait_until,
+)
+
+LOAD_ERROR = "RuntimeError: model weights not found at /models/missing.bin"
+
+
+@pytest.fixture(scope="module")
+def raises(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    tmp = tmp_path_factory.mktemp("raises")
+    with running_service(tmp, "queue_raises.py", max_workers=1, gpus="none") as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def crashes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    tmp = tmp_path_factory.mktemp("crashes")
+    with running_service(
+        tmp, "queue_exits.py", max_workers=2, gpus="none", max_attempts=2, lease_s=2
+    ) as service:
+        with client_for(service) as client:
+            ready_workers(client, 2)
+        yield service
+
+
+@pytest.fixture(scope="module")
+def first_pids(crashes: ServiceProcess) -> set[int]:
+    """The worker pids before any crash (the module's first use of the service)."""
+    with client_for(crashes) as client:
+        return {w["pid"] for w in ready_workers(client, 2)}
+
+
+@pytest.fixture(scope="module")
+def load_fails(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    tmp = tmp_path_factory.mktemp("load-fails")
+    with running_service(
+        tmp, "queue_load_fails.py", wait_healthy=False, max_workers=1, gpus="none"
+    ) as service:
+        yield service
+
+
+# --- an exception in the job ---------------------------------------------------------------
+def test_exception_fails_the_job_with_message_and_traceback(raises: ServiceProcess) -> None:
+    with client_for(raises) as client:
+        [before] = ready_workers(client, 1)
+        done = run_job(client, "/boom", {"message": "custom failure 42"})
+        assert done["status"] == "failed", done
+        assert "result" not in done
+        error = done["error"]
+        assert error.startswith("ValueError: custom failure 42"), error
+        assert "Traceback (most recent call last)" in error
+        assert "raise ValueError(message)" in error
+        assert job_row(db_path(raises), done["job_id"])["attempts"] == 1  # not retried
+
+        # the worker survived and keeps serving
+        again = run_job(client, "/boom", {})
+        assert again["status"] == "failed"
+        assert again["error"].startswith("ValueError: kaboom")
+        # the worker's row is written asynchronously: wait for the count to show up
+        after = wait_until(
+            lambda: next(
+                (w for w in ready_workers(client, 1) if w["jobs_done"] >= before["jobs_done"] + 2),
+                None,
+            ),
+            5,
+            "jobs_done to count both jobs",
+        )
+    assert after["pid"] == before["pid"]
+    assert after["jobs_done"] == before["jobs_done"] + 2
+
+
+# --- a worker that dies --------------------------------------------------------------------
+def test_worker_exit_is_retried_then_fails_with_its_exit_code(
+    crashes: ServiceProcess, first_pids: set[int]
+) -> None:
+    with client_for(crashes) as client:
+        done = run_job(client, "/exit", {"code": 7}, timeout=60)
+    assert done["status"] == "failed", done
+    assert done["error"] == "worker crashed (exit code 7)"
+    row = job_row(db_path(crashes), done["job_id"])
+    assert row["attempts"] == 2  # max_attempts
+    assert "died with exit code 7" in full_log(crashes)
+
+
+def test_segfault_is_retried_then_fails_with_signal_exit_code(
+    crashes: ServiceProcess, first_pids: set[int]
+) -> None:
+    with client_for(crashes) as client:
+        ready_workers(client, 1, timeout=60)
+        done = run_job(client, "/segfault", timeout=60)
+    assert done["status"] == "failed", done
+    assert done["error"] == "worker crashed (exit code -11)"
+    assert job_row(db_path(crashes), done["job_id"])["attempts"] == 2
+
+
+def test_job_that_crashes_once_finishes_on_its_second_attempt(
+    crashes: ServiceProcess, first_pids: set[int]
+) -> None:
+    with client_for(crashes) as client:
+        ready_workers(client, 1, timeout=60)
+        done = run_job(client, "/exit-once", {"marker": "second-try"}, timeout=60)
+    assert done["status"] == "finished", done
+    assert done["result"] == {"survived": True}
+    assert "error" not in done
+    assert job_row(db_path(crashes), done["job_id"])["attempts"] == 2
+
+
+def test_crashed_workers_are_respawned_and_serve_again(
+    crashes: ServiceProcess, first_pids: set[int]
+) -> None:
+    with client_for(crashes) as client:
+        workers = ready_workers(client, 2, timeout=60)
+        pids = {w["pid"] for w in workers}
+        assert not pids & first_pids, f"workers {pids} were not replaced (first: {first_pids})"
+        # a job on a respawned worker succeeds at once (marker left by an earlier crash
+        # of this module, or made now: either way at most one crash)
+        done = run_job(client, "/exit-once", {"marker": "second-try"}, timeout=60)
+    assert done["status"] == "finished", done
+    assert job_row(db_path(crashes), done["job_id"])["attempts"] == 1
+    assert count_in_log(crashes, "respawning in") >= 1
+
+
+# --- on_worker_start raises ------------------------------------------------------------------
+def test_failed_worker_start_makes_health_503_with_the_reason(load_fails: ServiceProcess) -> None:
+    with client_for(load_fails) as client:
+
+        def failed() -> dict | None:
+            try:
+                code, body = health(client)
+            except httpx.TransportError:
+                return None
+            return body if code == 503 and body.get("workers") else None
+
+        body = wait_until(failed, 60, "/health 503 naming the failed worker")
+        assert body["status"] == "unavailable"
+        assert LOAD_ERROR in body["reason"], body
+        [worker] = body["workers"]
+        assert worker["state"] == "failed"
+        assert LOAD_ERROR in worker["error"]
+
+        job_id = submit(client, "/never")
+        time.sleep(0.5)
+        assert client.get(f"/status/{job_id}").json()["status"] == "queued"
+        code, _ = health(client)
+        assert code == 503
+
+
+def test_failed_worker_start_is_not_respawned_in_a_tight_loop(
+    load_fails: ServiceProcess,
+) -> None:
+    wait_until(
+        lambda: count_in_log(load_fails, "failed to start") >= 1,
+        60,
+        "a 'failed to start' line in the log",
+    )
+    first = count_in_log(load_fails, "failed to start")
+    time.sleep(5)
+    later = count_in_log(load_fails, "failed to start")
+    assert later - first <= 3, f"{later - first} more start failures in 5 s"
+    assert later <= 4, full_log(load_fails)
+    assert LOAD_ERROR in full_log(load_fails)
+    assert load_fails.process.poll() is None, "the supervisor itself keeps running"
