@@ -4,6 +4,7 @@ the job routes (``/status``, ``/cancel``, ``/jobs``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import threading
@@ -35,7 +36,7 @@ class QueueFrontEnd:
         self.config = config
         self._store: JobStore | None = None
         self._stop = threading.Event()
-        self._generation: asyncio.Event | None = None
+        self._waiters: dict[str, set[asyncio.Event]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._watcher: threading.Thread | None = None
@@ -49,7 +50,6 @@ class QueueFrontEnd:
     async def start(self) -> None:
         self._store = await run_in_threadpool(self._open_store)
         self._loop = asyncio.get_running_loop()
-        self._generation = asyncio.Event()
         self._stop.clear()
         self._watcher = threading.Thread(
             target=self._watch_results, name="apipod-results", daemon=True
@@ -77,35 +77,48 @@ class QueueFrontEnd:
 
     # --- waiting for results ---------------------------------------------------------------
     def _watch_results(self) -> None:
-        # One thread blocks on the store's result wake-up and fans it out to every
-        # waiting request through an asyncio.Event swapped per wake-up.
+        # One thread blocks on the store's result wake-up, which names the jobs that
+        # ended, and wakes exactly the requests waiting for those jobs.
         while not self._stop.is_set():
             try:
-                self.store.wait_for_results(_FALLBACK_POLL_S)
+                ended = self.store.wait_for_results(_FALLBACK_POLL_S)
             except Exception:  # the store went away during shutdown
                 time.sleep(_FALLBACK_POLL_S)
                 continue
-            if self._loop is not None and not self._stop.is_set():
-                self._loop.call_soon_threadsafe(self._wake_waiters)
+            if ended and self._loop is not None and not self._stop.is_set():
+                self._loop.call_soon_threadsafe(self._wake_waiters, ended)
 
-    def _wake_waiters(self) -> None:
-        if self._generation is not None:
-            self._generation.set()
-            self._generation = asyncio.Event()
+    def _wake_waiters(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            for event in self._waiters.get(job_id, ()):
+                event.set()
+
+    async def get_job(self, job_id: str) -> Job | None:
+        # A local SQLite read takes microseconds: cheaper than a hop to a thread.
+        if self.store.fast_local_reads:
+            return self.store.get(job_id)
+        return await run_in_threadpool(self.store.get, job_id)
 
     async def wait_terminal(self, job_id: str, timeout: float) -> Job | None:
         """The job once terminal, or as it is after ``timeout`` seconds."""
         deadline = time.monotonic() + min(timeout, MAX_WAIT_S)
-        while True:
-            generation = self._generation
-            job = await run_in_threadpool(self.store.get, job_id)
-            remaining = deadline - time.monotonic()
-            if job is None or job.is_terminal or remaining <= 0 or generation is None:
-                return job
-            try:
-                await asyncio.wait_for(generation.wait(), min(remaining, _FALLBACK_POLL_S))
-            except asyncio.TimeoutError:
-                pass
+        event = asyncio.Event()
+        waiters = self._waiters.setdefault(job_id, set())
+        waiters.add(event)
+        try:
+            while True:
+                job = await self.get_job(job_id)
+                remaining = deadline - time.monotonic()
+                if job is None or job.is_terminal or remaining <= 0:
+                    return job
+                # The fallback poll covers wake-ups that were lost or went elsewhere.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(event.wait(), min(remaining, _FALLBACK_POLL_S))
+                event.clear()
+        finally:
+            waiters.discard(event)
+            if not waiters:
+                self._waiters.pop(job_id, None)
 
     # --- TTL -------------------------------------------------------------------------------
     async def _sweep_expired(self) -> None:
@@ -152,7 +165,7 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
         if wait:
             job = await queue.wait_terminal(job_id, wait)
         else:
-            job = await run_in_threadpool(queue.store.get, job_id)
+            job = await queue.get_job(job_id)
         if job is None:
             raise JobNotFound(job_id)
         return JSONResponse(await queue.render(job))

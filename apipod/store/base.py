@@ -110,6 +110,10 @@ class WorkerInfo:
 class JobStore(abc.ABC):
     """The contract of a job store. See the module docstring for the rules."""
 
+    #: True when reads are local and take microseconds (an embedded SQLite file), so the
+    #: HTTP front end may run them on its event loop instead of a thread pool.
+    fast_local_reads: bool = False
+
     # --- lifecycle -------------------------------------------------------------------
     @abc.abstractmethod
     def migrate(self) -> list[str]:
@@ -191,6 +195,11 @@ class JobStore(abc.ABC):
         ``error``. Returns the new status, or None when not owned."""
 
     @abc.abstractmethod
+    def requeue(self, job_id: str, worker_id: str) -> bool:
+        """Put an owned processing job back in the queue at its original place without
+        counting the attempt (a graceful shutdown interrupted it). False when not owned."""
+
+    @abc.abstractmethod
     def recover_expired_leases(self) -> list[str]:
         """Release every processing job whose lease ran out (as ``release`` does, with
         the error "lease expired"); return their ids."""
@@ -213,9 +222,10 @@ class JobStore(abc.ABC):
         ``timeout`` as a fallback. ``enqueue`` and ``release`` send the wake-up."""
 
     @abc.abstractmethod
-    def wait_for_results(self, timeout: float) -> None:
-        """Block until some job may have become terminal or ``timeout`` passed (a hint,
-        as above). Every transition to a terminal status sends the wake-up."""
+    def wait_for_results(self, timeout: float) -> list[str]:
+        """Block until some job became terminal or ``timeout`` passed; return the ids of
+        the jobs that did, as far as known (a hint: the list may be incomplete, and is
+        empty on timeout). Every transition to a terminal status sends the wake-up."""
 
     # --- files -----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -226,6 +236,10 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def read_file(self, ref: str) -> bytes:
         """The bytes stored under ``ref``. Raises FileNotFoundError when gone."""
+
+    @abc.abstractmethod
+    def discard_files(self, job_id: str) -> None:
+        """Delete every file of ``job_id`` (its enqueue failed). Never raises when none."""
 
     # --- workers ---------------------------------------------------------------------------
     @abc.abstractmethod

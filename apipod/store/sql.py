@@ -224,6 +224,11 @@ class Statements:
         f" WHERE {_OWNED}"
     )
     release: str = release_sql("id = ? AND worker = ?")
+    requeue: str = (
+        "UPDATE jobs SET status = 'queued', attempts = attempts - 1, worker = NULL,"
+        " lease_expires_at = NULL, started_at = NULL, progress = NULL, message = ?"
+        " WHERE id = ? AND worker = ? AND status = 'processing'"
+    )
     recover: str = release_sql("lease_expires_at < ?")
     cancel: str = (
         "UPDATE jobs SET status = 'cancelled', error = ?, finished_at = ?,"

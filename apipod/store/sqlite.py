@@ -44,6 +44,7 @@ class SqliteStore(SqlJobStore):
 
     dialect = "sqlite"
     paramstyle = "qmark"
+    fast_local_reads = True
 
     def __init__(
         self,

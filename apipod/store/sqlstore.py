@@ -137,7 +137,7 @@ class SqlJobStore(JobStore):
         rows = self._write_rows(self._sql.cancel, (CANCELLED_ERROR, format_ts(utcnow()), job_id))
         if not rows:
             return self.get(job_id)
-        self._results.notify()
+        self._notify_result(job_id)
         return row_to_job(rows[0])
 
     def list_jobs(
@@ -182,7 +182,7 @@ class SqlJobStore(JobStore):
         """See :meth:`JobStore.finish`. A result that is not JSON-able raises TypeError
         (or ValueError) before anything is written."""
         params = (dump_json(result), format_ts(utcnow()), job_id, worker_id)
-        return self._ended(self._write(self._sql.finish, params))
+        return self._ended(job_id, self._write(self._sql.finish, params))
 
     def fail(self, job_id: str, worker_id: str, error: str) -> bool:
         return self._end(JobStatus.FAILED, job_id, worker_id, error)
@@ -192,13 +192,23 @@ class SqlJobStore(JobStore):
 
     def _end(self, status: JobStatus, job_id: str, worker_id: str, error: str) -> bool:
         params = (status.value, str(error), format_ts(utcnow()), job_id, worker_id)
-        return self._ended(self._write(self._sql.end, params))
+        return self._ended(job_id, self._write(self._sql.end, params))
 
-    def _ended(self, rowcount: int) -> bool:
+    def _ended(self, job_id: str, rowcount: int) -> bool:
         if rowcount == 1:
-            self._results.notify()
+            self._notify_result(job_id)
             return True
         return False
+
+    def _notify_result(self, job_id: str) -> None:
+        self._results.notify(f"{job_id}\n".encode())
+
+    def requeue(self, job_id: str, worker_id: str) -> bool:
+        params = ("requeued at shutdown", job_id, worker_id)
+        if self._write(self._sql.requeue, params) != 1:
+            return False
+        self._work.notify()
+        return True
 
     def release(self, job_id: str, worker_id: str, error: str) -> JobStatus | None:
         """See :meth:`JobStore.release`. A requeued job gets progress, started_at and
@@ -222,8 +232,11 @@ class SqlJobStore(JobStore):
         error = str(error)
         stamp = format_ts(utcnow())
         rows = self._write_rows(sql, (error, f"requeued after: {error}", stamp, *params))
-        for _, status in rows:
-            (self._work if status == JobStatus.QUEUED.value else self._results).notify()
+        for job_id, status in rows:
+            if status == JobStatus.QUEUED.value:
+                self._work.notify()
+            else:
+                self._notify_result(job_id)
         return rows
 
     def expire(self, ttl_s: float, batch_size: int = 500) -> int:
@@ -244,8 +257,9 @@ class SqlJobStore(JobStore):
     def wait_for_work(self, timeout: float) -> None:
         self._work.wait(timeout)
 
-    def wait_for_results(self, timeout: float) -> None:
-        self._results.wait(timeout)
+    def wait_for_results(self, timeout: float) -> list[str]:
+        data = self._results.wait(timeout, max_bytes=65536)
+        return [line for line in data.decode("ascii", "replace").split("\n") if line]
 
     # --- files -----------------------------------------------------------------------------------
     def put_file(self, job_id: str, name: str, data: bytes | BinaryIO) -> str:
@@ -258,8 +272,7 @@ class SqlJobStore(JobStore):
         return self._files.read(ref)
 
     def discard_files(self, job_id: str) -> None:
-        """Delete every file of ``job_id`` (e.g. after its enqueue failed). Not part of
-        the :class:`JobStore` contract yet; never raises for a missing folder."""
+        """See :meth:`JobStore.discard_files`."""
         self._files.delete_job(job_id)
 
     # --- workers -----------------------------------------------------------------------------------

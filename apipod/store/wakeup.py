@@ -56,8 +56,9 @@ class FifoWakeup:
             log.warning("%s exists and is not a FIFO; waiting falls back to polling", self._path)
         return is_fifo
 
-    def notify(self) -> None:
-        """Send one wake-up byte, if anybody listens. Never raises."""
+    def notify(self, message: bytes = b"\x01") -> None:
+        """Send one wake-up (``message``: one byte, or a short line of at most PIPE_BUF
+        bytes, which the kernel writes atomically), if anybody listens. Never raises."""
         if not self._usable:
             return
         with self._lock:
@@ -73,26 +74,26 @@ class FifoWakeup:
                     self._next_open = now + _REOPEN_AFTER_S
                     return
             try:
-                os.write(self._write_fd, b"\x01")
+                os.write(self._write_fd, message)
             except BlockingIOError:  # the pipe is full: enough wake-ups are pending
                 pass
             except OSError:  # EPIPE and the like: reopen on the next notify
                 self._close_writer()
 
-    def wait(self, timeout: float) -> None:
-        """Return after one wake-up byte arrived or ``timeout`` seconds passed."""
+    def wait(self, timeout: float, max_bytes: int = 1) -> bytes:
+        """Return after a wake-up arrived (what was read: ``max_bytes`` at most) or after
+        ``timeout`` seconds (empty bytes)."""
         fd = self._reader()
         if fd is None:
             time.sleep(max(timeout, 0.0))
-            return
+            return b""
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         try:
             events = poller.poll(max(timeout, 0.0) * 1000.0)
         except OSError:
             events = []
-        if events:
-            self._take_one_byte(fd)
+        return self._take(fd, max_bytes) if events else b""
 
     def _reader(self) -> int | None:
         with self._lock:
@@ -107,14 +108,14 @@ class FifoWakeup:
                     return None
             return self._read_fd
 
-    def _take_one_byte(self, fd: int) -> None:
+    def _take(self, fd: int, max_bytes: int) -> bytes:
         with self._lock:
             if self._read_fd != fd:  # closed meanwhile
-                return
+                return b""
             try:
-                os.read(fd, 1)
+                return os.read(fd, max_bytes)
             except OSError:  # another waiter took it: a spurious wake-up
-                pass
+                return b""
 
     def _close_writer(self) -> None:
         _close_quietly(self._write_fd)

@@ -171,8 +171,8 @@ class WorkerEvents:
             handle.kill()
             handle.process.join(timeout=5)
         if handle.job_id is not None:
-            status = self.store.requeue(handle.job_id, handle.worker_id)
-            logger.info("job %s requeued at shutdown (%s)", handle.job_id, status)
+            if self.store.requeue(handle.job_id, handle.worker_id):
+                logger.info("job %s requeued at shutdown", handle.job_id)
         self.store.remove_worker(handle.worker_id)
 
     def _write_failed_row(self, handle: WorkerHandle) -> None:
