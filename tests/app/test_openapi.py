@@ -1,0 +1,186 @@
+"""Synchronous mode, docs: ``/openapi.json`` describes the three encodings, media uploads
+as binary parts, and ``info.apipod``; ``/docs`` serves Swagger UI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+import apipod
+from tests.app.support import served
+
+BODY_TYPES = ["application/json", "application/x-www-form-urlencoded", "multipart/form-data"]
+BINARY = {"type": "string", "format": "binary"}
+
+
+@pytest.fixture(scope="module")
+def basic() -> Iterator[httpx.Client]:
+    with served("sync_basic") as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def schema(basic: httpx.Client) -> dict[str, Any]:
+    response = basic.get("/openapi.json")
+    assert response.status_code == 200
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def media_schema() -> dict[str, Any]:
+    with served("sync_media") as client:
+        return client.get("/openapi.json").json()
+
+
+@pytest.fixture(scope="module")
+def routes_schema() -> dict[str, Any]:
+    with served("sync_routes") as client:
+        return client.get("/openapi.json").json()
+
+
+def body(schema: dict[str, Any], path: str, content_type: str) -> dict[str, Any]:
+    return schema["paths"][path]["post"]["requestBody"]["content"][content_type]["schema"]
+
+
+def refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from refs(item)
+
+
+def test_info_names_the_compute_mode_and_version(schema: dict[str, Any]) -> None:
+    assert schema["info"]["apipod"] == {"compute": "dedicated", "version": apipod.__version__}
+    assert schema["info"]["title"] == "sync-basic"
+
+
+def test_every_post_endpoint_takes_the_three_body_types(schema: dict[str, Any]) -> None:
+    for path in ("/scalars", "/lists", "/model", "/image", "/images", "/file"):
+        content = schema["paths"][path]["post"]["requestBody"]["content"]
+        assert sorted(content) == sorted(BODY_TYPES), path
+
+
+def test_media_parameter_is_a_binary_part_in_multipart(schema: dict[str, Any]) -> None:
+    multipart = body(schema, "/image", "multipart/form-data")
+    assert multipart["properties"]["image"] == BINARY
+    assert multipart["required"] == ["image"]
+    for content_type in ("application/json", "application/x-www-form-urlencoded"):
+        image = body(schema, "/image", content_type)["properties"]["image"]
+        assert image["type"] == "string"
+        assert "format" not in image
+
+
+def test_media_list_is_an_array_of_binary_parts(schema: dict[str, Any]) -> None:
+    images = body(schema, "/images", "multipart/form-data")["properties"]["images"]
+    assert images == {"type": "array", "items": BINARY}
+    as_json = body(schema, "/images", "application/json")["properties"]["images"]
+    assert as_json["type"] == "array" and as_json["items"]["type"] == "string"
+
+
+def test_every_media_kind_is_binary(media_schema: dict[str, Any]) -> None:
+    for path, name in [
+        ("/image", "image"),
+        ("/audio", "audio"),
+        ("/video", "video"),
+        ("/file", "file"),
+    ]:
+        assert body(media_schema, path, "multipart/form-data")["properties"][name] == BINARY
+    optional = body(media_schema, "/optional", "multipart/form-data")
+    assert optional["properties"]["image"] == BINARY
+    assert "required" not in optional
+    clips = body(media_schema, "/clips", "multipart/form-data")["properties"]["clips"]
+    assert clips == {"type": "array", "items": BINARY}
+
+
+def test_scalar_parameters_with_types_and_required(schema: dict[str, Any]) -> None:
+    for content_type in BODY_TYPES:
+        scalars = body(schema, "/scalars", content_type)
+        props = scalars["properties"]
+        assert scalars["required"] == ["name"]
+        assert props["name"]["type"] == "string"
+        assert (props["count"]["type"], props["count"]["default"]) == ("integer", 1)
+        assert (props["ratio"]["type"], props["ratio"]["default"]) == ("number", 0.5)
+        assert (props["flag"]["type"], props["flag"]["default"]) == ("boolean", False)
+
+
+def test_model_parameter_refers_to_a_component(schema: dict[str, Any]) -> None:
+    point = body(schema, "/model", "application/json")["properties"]["point"]
+    assert point == {"$ref": "#/components/schemas/Point"}
+    component = schema["components"]["schemas"]["Point"]
+    assert sorted(component["properties"]) == ["x", "y"]
+
+
+def test_every_ref_resolves(schema: dict[str, Any], media_schema: dict[str, Any]) -> None:
+    for document in (schema, media_schema):
+        for ref in refs(document):
+            assert ref.startswith("#/components/schemas/"), ref
+            assert ref.rsplit("/", 1)[1] in document["components"]["schemas"], ref
+
+
+def test_job_progress_appears_nowhere(
+    schema: dict[str, Any], routes_schema: dict[str, Any]
+) -> None:
+    for document in (schema, routes_schema):
+        text = json.dumps(document)
+        assert "job_progress" not in text
+        assert "JobProgress" not in text
+    progress = routes_schema["paths"]["/progress"]["post"]["requestBody"]["content"]
+    assert list(progress["application/json"]["schema"]["properties"]) == ["steps"]
+
+
+def test_summary_and_tags(schema: dict[str, Any], routes_schema: dict[str, Any]) -> None:
+    scalars = schema["paths"]["/scalars"]["post"]
+    assert (scalars["summary"], scalars["tags"]) == ("Echo scalars", ["demo"])
+    options = routes_schema["paths"]["/options"]["post"]
+    assert (options["summary"], options["tags"]) == ("Options summary", ["alpha", "beta"])
+
+
+def test_get_endpoint_documents_query_parameters(
+    schema: dict[str, Any], routes_schema: dict[str, Any]
+) -> None:
+    info = schema["paths"]["/info"]
+    assert list(info) == ["get"]
+    (verbose,) = info["get"]["parameters"]
+    assert (verbose["name"], verbose["in"], verbose["required"]) == ("verbose", "query", False)
+    assert verbose["schema"]["type"] == "boolean"
+    params = {p["name"]: p for p in routes_schema["paths"]["/get-alias"]["get"]["parameters"]}
+    assert sorted(params) == ["label", "n"]
+    assert params["n"]["required"] is True
+    assert params["n"]["schema"]["type"] == "array"
+
+
+def test_methods_and_aliases_are_documented(routes_schema: dict[str, Any]) -> None:
+    paths = routes_schema["paths"]
+    assert sorted(paths["/both"]) == ["get", "post"]
+    assert list(paths["/post-alias"]) == ["post"]
+    assert list(paths["/get-alias"]) == ["get"]
+
+
+def test_operation_ids_are_unique(routes_schema: dict[str, Any]) -> None:
+    # OpenAPI: "The id MUST be unique among all operations described in the API";
+    # client generators key methods by it. methods=["GET", "POST"] gives two operations.
+    operations = [
+        (path, method, op["operationId"])
+        for path, item in routes_schema["paths"].items()
+        for method, op in item.items()
+    ]
+    ids = [op_id for _, _, op_id in operations]
+    duplicates = [(p, m, i) for p, m, i in operations if ids.count(i) > 1]
+    assert duplicates == []
+
+
+def test_docs_serve_swagger_ui(basic: httpx.Client) -> None:
+    response = basic.get("/docs")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "swagger-ui" in response.text
+    assert "/openapi.json" in response.text
