@@ -77,7 +77,15 @@ def _start(args: argparse.Namespace) -> int:
     app = load_app(args.target)
     settings = {
         key: getattr(args, key)
-        for key in ("compute", "max_workers", "gpus", "data_dir", "database_url", "role")
+        for key in (
+            "compute",
+            "max_workers",
+            "gpus",
+            "data_dir",
+            "database_url",
+            "role",
+            "log_level",
+        )
     }
     return run_app(app, host=args.host, port=args.port, target=args.target, **settings)
 

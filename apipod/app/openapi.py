@@ -47,14 +47,17 @@ JOB_RESULT_SCHEMA = {
 }
 
 
-def operation_extra(spec: EndpointSpec, queued: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``openapi_extra`` for the route, and the component schemas it refers to."""
+def operation_extra(
+    spec: EndpointSpec, queued: bool, method: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``openapi_extra`` for the route of ``method``, and the component schemas it uses.
+    GET reads its inputs from the query string; other methods from the body."""
     schema = spec.input_model.model_json_schema(ref_template="#/components/schemas/{model}")
     components: dict[str, Any] = dict(schema.pop("$defs", {}))
     properties: dict[str, Any] = dict(schema.get("properties", {}))
     required = [p.name for p in spec.params if p.required]
     extra: dict[str, Any] = {"responses": _responses(queued)}
-    if spec.methods == ["GET"]:
+    if method == "GET":
         extra["parameters"] = _query_parameters(spec, properties, required)
         return extra, components
     extra["requestBody"] = _request_body(spec, properties, required)

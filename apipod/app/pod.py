@@ -146,18 +146,20 @@ class APIPod(FastAPI):
         if spec.path in self.endpoints:
             raise ValueError(f"endpoint {spec.path} is registered twice")
         self.endpoints[spec.path] = spec
-        extra, components = openapi.operation_extra(spec, self.is_queued(spec))
-        self._component_schemas.update(components)
-        self.add_api_route(
-            spec.path,
-            self._make_handler(spec),
-            methods=spec.methods,
-            name=spec.name,
-            summary=spec.summary,
-            tags=spec.tags,
-            description=inspect.getdoc(spec.func),
-            openapi_extra=extra,
-        )
+        handler = self._make_handler(spec)
+        for method in spec.methods:  # one route per method: unique OpenAPI operation ids
+            extra, components = openapi.operation_extra(spec, self.is_queued(spec), method)
+            self._component_schemas.update(components)
+            self.add_api_route(
+                spec.path,
+                handler,
+                methods=[method],
+                name=spec.name,
+                summary=spec.summary,
+                tags=spec.tags,
+                description=inspect.getdoc(spec.func),
+                openapi_extra=extra,
+            )
 
     def is_queued(self, spec: EndpointSpec) -> bool:
         return self.config.queue_enabled and spec.use_queue is not False

@@ -159,8 +159,12 @@ def coerce_form_value(param: Param, values: list[Any]) -> Any:
     if param.is_list:
         return [_coerce_one(param, v) for v in values if v != ""]
     value = values[-1]
-    if value == "" and (param.optional or not param.required) and param.inner is not str:
-        return None
+    if value == "" and param.inner is not str:
+        # An empty form field means "not given", as with FastAPI's Form().
+        if not param.required:
+            return param.default
+        if param.optional:
+            return None
     return _coerce_one(param, value)
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import decimal
+import enum
 import io
 import re
 from collections.abc import Callable
@@ -156,7 +158,8 @@ def check_kind(payload: MediaPayload, media_cls: type, field: str) -> None:
         raise MediaError(f"field '{field}': empty media content", field)
     if accepted is None:
         return
-    detected = ContentDetector.detect_from_buffer(head, file_name=payload.file_name)
+    # The bytes decide, never the client's file name (text named a.png is still text).
+    detected = ContentDetector.detect_from_buffer(head, file_name=None)
     if detected.media_class not in accepted:
         raise MediaError(
             f"field '{field}': content is not a valid {media_cls.__name__} "
@@ -201,6 +204,10 @@ def encode_result(value: Any, encode_media: Callable[[MediaFile], Any] = file_mo
 
 
 def _encode_other(value: Any, encode_media: Callable[[MediaFile], Any]) -> Any:
+    if isinstance(value, enum.Enum):
+        return encode_result(value.value, encode_media)
+    if isinstance(value, decimal.Decimal):
+        return float(value)
     if isinstance(value, (bytes, bytearray)):
         return base64.b64encode(bytes(value)).decode("ascii")
     if hasattr(value, "tolist"):  # numpy arrays and numpy scalars
