@@ -46,6 +46,15 @@ def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def has_files(value: Any) -> bool:
+    """Whether a stored result refers to stored files (reading them is blocking I/O)."""
+    if isinstance(value, dict):
+        return FILE_KEY in value or any(has_files(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_files(v) for v in value)
+    return False
+
+
 def resolve_files(value: Any, read_file: Callable[[str], bytes]) -> Any:
     """Replace stored-file references in a result with FileModel dicts."""
     if isinstance(value, dict):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import fields
 from typing import Any, TypeVar
@@ -14,16 +15,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp
 
 from apipod import __version__
 from apipod.app import openapi
 from apipod.app.auth import ApiKeyMiddleware
 from apipod.app.calls import call_endpoint, media_objects, read_media_inputs, submit_job
+from apipod.app.fastpath import FastPath
 from apipod.app.health import install_health
 from apipod.app.http_errors import install_error_handlers
 from apipod.app.inputs import read_inputs
-from apipod.app.queue import MAX_WAIT_S, QueueFrontEnd, install_job_routes
-from apipod.app.spec import EndpointSpec, InputValidationError, build_spec
+from apipod.app.queue import QueueFrontEnd, install_job_routes, wait_seconds
+from apipod.app.spec import EndpointSpec, build_spec
 from apipod.config import Config
 from apipod.errors import APIPodError
 from apipod.media.fetch import UrlPolicy
@@ -54,6 +57,7 @@ class APIPod(FastAPI):
         self.source_file = _caller_file()
         self.queue = QueueFrontEnd(self.config)
         self._component_schemas: dict[str, Any] = {}
+        self._handlers: dict[str, Callable[[Request], Awaitable[Response]]] = {}
         kwargs.setdefault("title", "APIPod service")
         super().__init__(lifespan=self._lifespan, **kwargs)
         install_error_handlers(self)
@@ -146,7 +150,7 @@ class APIPod(FastAPI):
         if spec.path in self.endpoints:
             raise ValueError(f"endpoint {spec.path} is registered twice")
         self.endpoints[spec.path] = spec
-        handler = self._make_handler(spec)
+        handler = self._handlers[spec.path] = self._make_handler(spec)
         for method in spec.methods:  # one route per method: unique OpenAPI operation ids
             extra, components = openapi.operation_extra(spec, self.is_queued(spec), method)
             self._component_schemas.update(components)
@@ -201,16 +205,18 @@ class APIPod(FastAPI):
     async def _submit(
         self, request: Request, spec: EndpointSpec, values: dict, payloads: dict
     ) -> Response:
-        wait = _wait_seconds(request)
-        job = await run_in_threadpool(
-            submit_job,
-            spec,
-            values,
-            payloads,
-            self.queue.store,
-            queue_size=spec.queue_size or self.config.queue_size,
-            max_attempts=self.config.max_attempts,
-            timeout_s=spec.job_timeout or self.config.job_timeout,
+        wait = wait_seconds(request)
+        job = await self.queue.call(
+            functools.partial(
+                submit_job,
+                spec,
+                values,
+                payloads,
+                self.queue.store,
+                queue_size=spec.queue_size or self.config.queue_size,
+                max_attempts=self.config.max_attempts,
+                timeout_s=spec.job_timeout or self.config.job_timeout,
+            )
         )
         logger.debug("job %s queued for %s", job.id, spec.path)
         if wait:
@@ -238,6 +244,30 @@ class APIPod(FastAPI):
             else:
                 await run_in_threadpool(hook)
 
+    def build_middleware_stack(self) -> ASGIApp:
+        """FastAPI's stack, behind the fast path for endpoint calls and status reads
+        (skipped when the user added middleware of their own, so it always applies)."""
+        stack = super().build_middleware_stack()
+        if any(m.cls is not ApiKeyMiddleware for m in self.user_middleware):
+            return stack
+        routes = {
+            (method, path): self._handlers[path]
+            for path, spec in self.endpoints.items()
+            for method in spec.methods
+        }
+        status = self.queue.status_handler if self.config.queue_enabled else None
+        key = self.config.api_key
+        authorization = f"Bearer {key}".encode() if key else None
+        return FastPath(self, stack, routes, status, authorization)
+
+    async def error_response(self, request: Request, exc: Exception) -> Response:
+        """The response the registered exception handlers give for ``exc``."""
+        for cls in type(exc).__mro__:
+            handler = self.exception_handlers.get(cls)
+            if handler is not None:
+                return await handler(request, exc)
+        raise exc
+
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
             schema = super().openapi()
@@ -248,20 +278,6 @@ class APIPod(FastAPI):
             schemas.setdefault("FileModel", openapi.FILE_MODEL_SCHEMA)
             self.openapi_schema = schema
         return self.openapi_schema
-
-
-def _wait_seconds(request: Request) -> float:
-    text = request.query_params.get("wait")
-    if not text:
-        return 0.0
-    try:
-        wait = float(text)
-    except ValueError:
-        wait = -1.0
-    if not 0 <= wait < float("inf"):
-        error = {"type": "float_parsing", "loc": ["query", "wait"], "input": text}
-        raise InputValidationError([{**error, "msg": "wait must be a number of seconds >= 0"}])
-    return min(wait, MAX_WAIT_S)
 
 
 def _caller_file() -> str | None:

@@ -5,24 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Query
-from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from apipod.app.jobresult import job_result, not_found
+from apipod.app.jobresult import has_files, job_result, not_found
+from apipod.app.spec import InputValidationError
 from apipod.config import Config
 from apipod.errors import InputError, JobNotFound
 from apipod.store import open_store
 from apipod.store.base import Job, JobStore
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_WAIT_S = 60.0
 _FALLBACK_POLL_S = 0.5
@@ -40,6 +45,16 @@ class QueueFrontEnd:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._watcher: threading.Thread | None = None
+        # Store calls go to a small pool of our own: a hop through anyio's pool (capacity
+        # limiter, backend lookup) cost more than a SQLite write itself under load.
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        """Run a blocking store call on the store's thread pool."""
+        if self._pool is None:
+            raise RuntimeError("the queue is not started (the app's lifespan did not run)")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(function, *args))
 
     @property
     def store(self) -> JobStore:
@@ -48,7 +63,8 @@ class QueueFrontEnd:
         return self._store
 
     async def start(self) -> None:
-        self._store = await run_in_threadpool(self._open_store)
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="apipod-store")
+        self._store = await self.call(self._open_store)
         self._loop = asyncio.get_running_loop()
         self._stop.clear()
         self._watcher = threading.Thread(
@@ -70,7 +86,10 @@ class QueueFrontEnd:
             task.cancel()
         self._tasks.clear()
         if self._watcher is not None:
-            await run_in_threadpool(self._watcher.join, 2.0)
+            await self.call(self._watcher.join, 2.0)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -97,7 +116,7 @@ class QueueFrontEnd:
         # A local SQLite read takes microseconds: cheaper than a hop to a thread.
         if self.store.fast_local_reads:
             return self.store.get(job_id)
-        return await run_in_threadpool(self.store.get, job_id)
+        return await self.call(self.store.get, job_id)
 
     async def wait_terminal(self, job_id: str, timeout: float) -> Job | None:
         """The job once terminal, or as it is after ``timeout`` seconds."""
@@ -133,22 +152,50 @@ class QueueFrontEnd:
     async def _expire_all(self) -> None:
         # Small batches, each its own short transaction, so submits never wait long.
         while True:
-            deleted = await run_in_threadpool(self.store.expire, self.config.job_ttl, 200)
+            deleted = await self.call(self.store.expire, self.config.job_ttl, 200)
             if deleted:
                 logger.info("expired %d jobs older than %.0f s", deleted, self.config.job_ttl)
             if deleted < 200:
                 return
             await asyncio.sleep(0)
 
+    # --- reading ---------------------------------------------------------------------------
+    async def status_response(self, job_id: str, wait: float | None) -> JSONResponse:
+        check_job_id(job_id)
+        job = await (self.wait_terminal(job_id, wait) if wait else self.get_job(job_id))
+        if job is None:
+            raise JobNotFound(job_id)
+        return JSONResponse(await self.render(job))
+
+    async def status_handler(self, request: Request) -> JSONResponse:
+        """``GET /status/{job_id}?wait=S`` for the fast path (see apipod.app.fastpath)."""
+        job_id = request.url.path[len("/status/") :]
+        return await self.status_response(job_id, wait_seconds(request))
+
     # --- rendering -------------------------------------------------------------------------
     async def render(self, job: Job) -> dict[str, Any]:
-        if job.result is None:
+        if not has_files(job.result):
             return job_result(job, self.store.read_file)
-        return await run_in_threadpool(job_result, job, self.store.read_file)
+        return await self.call(job_result, job, self.store.read_file)
 
     def summary(self, job: Job) -> dict[str, Any]:
         """The JobResult without ``result`` (history lists stay small; media stay put)."""
         return job_result(replace(job, result=None), self.store.read_file)
+
+
+def wait_seconds(request: Request) -> float:
+    """The ``wait`` query parameter: seconds >= 0, capped at ``MAX_WAIT_S``; 0 if absent."""
+    text = request.query_params.get("wait")
+    if not text:
+        return 0.0
+    try:
+        wait = float(text)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait < float("inf"):
+        error = {"type": "float_parsing", "loc": ["query", "wait"], "input": text}
+        raise InputValidationError([{**error, "msg": "wait must be a number of seconds >= 0"}])
+    return min(wait, MAX_WAIT_S)
 
 
 def check_job_id(job_id: str) -> str:
@@ -159,16 +206,7 @@ def check_job_id(job_id: str) -> str:
 
 def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
     """Register ``/status``, ``/cancel`` and ``/jobs`` on ``app``."""
-
-    async def read_status(job_id: str, wait: float | None) -> JSONResponse:
-        check_job_id(job_id)
-        if wait:
-            job = await queue.wait_terminal(job_id, wait)
-        else:
-            job = await queue.get_job(job_id)
-        if job is None:
-            raise JobNotFound(job_id)
-        return JSONResponse(await queue.render(job))
+    read_status = queue.status_response
 
     @app.router.get("/status/{job_id}", tags=["jobs"], summary="Status and result of a job")
     async def get_status(job_id: str, wait: float | None = Query(None, ge=0)) -> JSONResponse:
@@ -181,7 +219,7 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
     @app.router.post("/cancel/{job_id}", tags=["jobs"], summary="Cancel a queued or running job")
     async def cancel(job_id: str) -> JSONResponse:
         check_job_id(job_id)
-        job = await run_in_threadpool(queue.store.cancel, job_id)
+        job = await queue.call(queue.store.cancel, job_id)
         if job is None:
             raise JobNotFound(job_id)
         logger.info("job %s cancelled by client (now %s)", job_id, job.status)
@@ -197,7 +235,7 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
         endpoint: str | None = None,
         limit: int = Query(100, ge=1, le=1000),
     ) -> JSONResponse:
-        jobs = await run_in_threadpool(
+        jobs = await queue.call(
             lambda: queue.store.list_jobs(status=status, endpoint=endpoint, limit=limit)
         )
         return JSONResponse({"jobs": [queue.summary(j) for j in jobs]})
