@@ -27,7 +27,7 @@ import httpx
 
 logger = logging.getLogger("gpu_check")
 
-SERVICE = '''
+SERVICE = """
 import os
 import torch
 from apipod import APIPod
@@ -48,14 +48,17 @@ def infer(n: int = 64) -> dict:
     return {"pid": os.getpid(), "device": str(out.device),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "allocated_mb": torch.cuda.memory_allocated() / 1e6}
-'''
+"""
 
 
 def gpu_pids() -> dict[int, int]:
     """pid → used MiB of every process holding a CUDA context."""
     output = subprocess.run(
         ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-        capture_output=True, text=True, check=True, timeout=30,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     ).stdout
     pids = {}
     for line in output.splitlines():
@@ -88,7 +91,10 @@ def run_checks(url: str, api_pid: int) -> list[tuple[str, bool, str]]:
     results = []
     with httpx.Client(base_url=url, timeout=90) as client:
         first, second = infer(client), infer(client)
-        on_gpu = first["device"].startswith("cuda") and first["cuda_visible_devices"] not in ("", None)
+        on_gpu = first["device"].startswith("cuda") and first["cuda_visible_devices"] not in (
+            "",
+            None,
+        )
         results.append(("jobs run on CUDA in the worker", on_gpu, str(first)))
         holders = gpu_pids()
         results.append(("API process holds no CUDA context", api_pid not in holders, str(holders)))
@@ -98,8 +104,13 @@ def run_checks(url: str, api_pid: int) -> list[tuple[str, bool, str]]:
         time.sleep(2)
         holders = gpu_pids()
         freed = third["pid"] != old_pid and old_pid not in holders
-        results.append(("GPU memory freed when the worker is recycled", freed,
-                        f"old pid {old_pid}, new pid {third['pid']}, holders {holders}"))
+        results.append(
+            (
+                "GPU memory freed when the worker is recycled",
+                freed,
+                f"old pid {old_pid}, new pid {third['pid']}, holders {holders}",
+            )
+        )
     return results
 
 
@@ -110,8 +121,13 @@ def main() -> int:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="apipod-gpu-"))
     (folder / "gpu_service.py").write_text(SERVICE)
-    env = {**os.environ, "APIPOD_DATA_DIR": str(folder / "data"), "APIPOD_PORT": str(args.port),
-           "APIPOD_MAX_JOBS_PER_WORKER": "2", "APIPOD_GPUS": "auto"}
+    env = {
+        **os.environ,
+        "APIPOD_DATA_DIR": str(folder / "data"),
+        "APIPOD_PORT": str(args.port),
+        "APIPOD_MAX_JOBS_PER_WORKER": "2",
+        "APIPOD_GPUS": "auto",
+    }
     command = [sys.executable, "-m", "apipod", "start", str(folder / "gpu_service.py")]
     process = subprocess.Popen(command, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{args.port}"
