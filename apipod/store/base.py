@@ -251,3 +251,9 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     def list_workers(self) -> list[WorkerInfo]: ...
+
+    @abc.abstractmethod
+    def prune_workers(self, stale_after_s: float) -> list[str]:
+        """Delete the rows of workers whose ``heartbeat_at`` is more than
+        ``stale_after_s`` seconds old (their box is gone for good), except ``failed``
+        rows, which record why a worker slot stopped; return the ids deleted."""

@@ -248,16 +248,20 @@ class Statements:
         + ", ".join(f"{c} = excluded.{c}" for c in WORKER_COLUMNS[1:])
     )
     remove_worker: str = "DELETE FROM workers WHERE id = ?"
+    prune_workers: str = (
+        "DELETE FROM workers WHERE heartbeat_at < ? AND state <> 'failed' RETURNING id"
+    )
     list_workers: str = f"SELECT {', '.join(WORKER_COLUMNS)} FROM workers ORDER BY id"
 
 
-def build_statements(paramstyle: str = "qmark") -> Statements:
-    """The statements for a DB-API ``paramstyle`` (``qmark`` or ``format``)."""
-    if paramstyle == "qmark":
-        return Statements()
-    if paramstyle != "format":
+def build_statements(paramstyle: str = "qmark", claim_lock_suffix: str = "") -> Statements:
+    """The statements for a DB-API ``paramstyle`` (``qmark`` or ``format``);
+    ``claim_lock_suffix`` goes into the claim's subquery (see :func:`claim_sql`)."""
+    if paramstyle not in ("qmark", "format"):
         raise ValueError(f"unsupported paramstyle {paramstyle!r}")
-    base = Statements()
+    base = Statements(claim_any=claim_sql(0, claim_lock_suffix))
+    if paramstyle == "qmark":
+        return base
     return Statements(**{f.name: to_format(getattr(base, f.name)) for f in fields(Statements)})
 
 

@@ -5,7 +5,9 @@ four primitives a dialect class provides (``_read``, ``_write``, ``_write_rows``
 ``_insert_job``, the one read-then-write transaction). Every state change is a single
 ``UPDATE ... WHERE <expected state> [RETURNING ...]``, so it is atomic on any database and
 ownership is checked in the same statement that changes the row. Media files and
-wake-ups live in the data directory by default; a dialect may store them elsewhere.
+wake-ups live in the data directory by default; a dialect may store them elsewhere
+(``_open_files``, ``_open_wakeups``) and lock the claim's subquery
+(``claim_lock_suffix``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import abc
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from apipod.errors import QueueFull
 from apipod.store.base import Job, JobStatus, JobStore, WorkerInfo
@@ -42,24 +44,54 @@ Row = tuple[Any, ...]
 Params = Sequence[Any]
 
 
+class FileBackend(Protocol):
+    """Where job media live (:class:`~apipod.store.localfiles.LocalFiles` by default)."""
+
+    def put(self, job_id: str, name: str, data: bytes | BinaryIO) -> str: ...
+
+    def read(self, ref: str) -> bytes: ...
+
+    def delete_job(self, job_id: str) -> None: ...
+
+
+class Wakeup(Protocol):
+    """One wake-up channel (:class:`~apipod.store.wakeup.FifoWakeup` by default)."""
+
+    def notify(self, message: bytes = b"\x01") -> None: ...
+
+    def wait(self, timeout: float, max_bytes: int = 1) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
 class SqlJobStore(JobStore):
     """Dialect-independent verbs. Subclasses set ``dialect`` and ``paramstyle`` and
     implement the primitives, ``migrate`` and ``close`` (calling ``super().close()``)."""
 
     dialect: str = ""
     paramstyle: str = "qmark"
+    #: Appended to the claim's subquery, e.g. ``" FOR UPDATE SKIP LOCKED"``.
+    claim_lock_suffix: str = ""
 
     def __init__(self, data_dir: str | Path) -> None:
         self._data_dir = Path(data_dir)
-        self._sql = build_statements(self.paramstyle)
+        self._sql = build_statements(self.paramstyle, self.claim_lock_suffix)
         self._adapt: Callable[[str], str] = (
             (lambda sql: sql) if self.paramstyle == "qmark" else to_format
         )
         self._dynamic_sql: dict[tuple[Any, ...], str] = {}
-        self._files = LocalFiles(self._data_dir)
+        self._files: FileBackend = self._open_files()
+        self._work, self._results = self._open_wakeups()
+
+    def _open_files(self) -> FileBackend:
+        """The media backend: plain files under ``<data_dir>/files``."""
+        return LocalFiles(self._data_dir)
+
+    def _open_wakeups(self) -> tuple[Wakeup, Wakeup]:
+        """The work and results channels: FIFOs under ``<data_dir>/run``. A backend whose
+        database sends the wake-ups itself returns channels whose ``notify`` does nothing."""
         run_dir = self._data_dir / "run"
-        self._work = FifoWakeup(run_dir / "work.fifo")
-        self._results = FifoWakeup(run_dir / "results.fifo")
+        return FifoWakeup(run_dir / "work.fifo"), FifoWakeup(run_dir / "results.fifo")
 
     # --- primitives ----------------------------------------------------------------------
     @abc.abstractmethod
@@ -163,7 +195,8 @@ class SqlJobStore(JobStore):
             return None
         else:
             names = tuple(endpoints)
-            sql = self._cached_sql(("claim", len(names)), lambda: claim_sql(len(names)))
+            lock = self.claim_lock_suffix
+            sql = self._cached_sql(("claim", len(names)), lambda: claim_sql(len(names), lock))
         now = utcnow()
         rows = self._write_rows(sql, (worker_id, format_ts(now), ts_in(lease_s, now), *names))
         return row_to_job(rows[0]) if rows else None
@@ -285,3 +318,8 @@ class SqlJobStore(JobStore):
 
     def list_workers(self) -> list[WorkerInfo]:
         return [row_to_worker(row) for row in self._read(self._sql.list_workers)]
+
+    def prune_workers(self, stale_after_s: float) -> list[str]:
+        """See :meth:`JobStore.prune_workers`."""
+        cutoff = ts_in(-float(stale_after_s))
+        return [row[0] for row in self._write_rows(self._sql.prune_workers, (cutoff,))]
