@@ -1,7 +1,9 @@
 """The first schema: jobs, workers, files.
 
 Every timestamp is UTC ISO-8601 text (``2024-05-01T12:00:00.000000Z``) on every dialect,
-so the two schemas differ only in the sequence column and the number types.
+so the two schemas differ only in the sequence column, the number and blob types, the
+byte-order collation of the timestamps (PostgreSQL) and, on PostgreSQL, the triggers that
+send the wake-ups (``NOTIFY``) in the transaction that changes a job.
 """
 
 from __future__ import annotations
@@ -9,9 +11,15 @@ from __future__ import annotations
 import sqlalchemy
 
 
+def _ts(dialect: str) -> str:
+    # Timestamps compare as text: byte order, whatever the database's default collation.
+    return "TEXT" if dialect == "sqlite" else 'TEXT COLLATE "C"'
+
+
 def _jobs(dialect: str) -> str:
     seq = "INTEGER PRIMARY KEY AUTOINCREMENT" if dialect == "sqlite" else "BIGSERIAL PRIMARY KEY"
     real = "REAL" if dialect == "sqlite" else "DOUBLE PRECISION"
+    ts = _ts(dialect)
     return f"""
         CREATE TABLE jobs (
             seq {seq},
@@ -28,11 +36,11 @@ def _jobs(dialect: str) -> str:
             max_attempts INTEGER NOT NULL,
             worker TEXT,
             timeout_s {real},
-            lease_expires_at TEXT,
-            created_at TEXT NOT NULL,
-            queued_at TEXT NOT NULL,
-            started_at TEXT,
-            finished_at TEXT
+            lease_expires_at {ts},
+            created_at {ts} NOT NULL,
+            queued_at {ts} NOT NULL,
+            started_at {ts},
+            finished_at {ts}
         )"""
 
 
@@ -48,8 +56,9 @@ _INDEXES = (
 )
 
 
-def _workers() -> str:
-    return """
+def _workers(dialect: str) -> str:
+    ts = _ts(dialect)
+    return f"""
         CREATE TABLE workers (
             id TEXT PRIMARY KEY,
             host TEXT NOT NULL,
@@ -60,8 +69,8 @@ def _workers() -> str:
             jobs_done INTEGER NOT NULL DEFAULT 0,
             rss_bytes BIGINT,
             error TEXT,
-            started_at TEXT NOT NULL,
-            heartbeat_at TEXT NOT NULL
+            started_at {ts} NOT NULL,
+            heartbeat_at {ts} NOT NULL
         )"""
 
 
@@ -79,7 +88,36 @@ def _files(dialect: str) -> str:
         )"""
 
 
+# PostgreSQL: wake-ups as NOTIFY, sent by the database in the transaction that changes
+# the job (delivered at commit, whoever wrote the row). ``apipod_work``: a job became
+# claimable (enqueued or requeued); ``apipod_results``: a job became terminal, with its id.
+_TERMINAL = "('finished', 'failed', 'timeout', 'cancelled')"
+_NOTIFY = (
+    """
+    CREATE FUNCTION apipod_notify_work() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN PERFORM pg_notify('apipod_work', ''); RETURN NULL; END $$""",
+    """
+    CREATE FUNCTION apipod_notify_result() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN PERFORM pg_notify('apipod_results', NEW.id); RETURN NULL; END $$""",
+    """
+    CREATE TRIGGER jobs_enqueued AFTER INSERT ON jobs FOR EACH ROW
+    WHEN (NEW.status = 'queued') EXECUTE FUNCTION apipod_notify_work()""",
+    """
+    CREATE TRIGGER jobs_requeued AFTER UPDATE OF status ON jobs FOR EACH ROW
+    WHEN (NEW.status = 'queued' AND OLD.status <> 'queued')
+    EXECUTE FUNCTION apipod_notify_work()""",
+    f"""
+    CREATE TRIGGER jobs_ended AFTER UPDATE OF status ON jobs FOR EACH ROW
+    WHEN (NEW.status IN {_TERMINAL} AND OLD.status NOT IN {_TERMINAL})
+    EXECUTE FUNCTION apipod_notify_result()""",
+)
+
+
 def upgrade(conn: sqlalchemy.Connection, dialect: str) -> None:
-    """Create the tables and indexes of the first schema."""
-    for statement in (_jobs(dialect), *_INDEXES, _workers(), _files(dialect)):
+    """Create the tables and indexes of the first schema (and, on PostgreSQL, the
+    wake-up triggers)."""
+    statements = [_jobs(dialect), *_INDEXES, _workers(dialect), _files(dialect)]
+    if dialect == "postgresql":
+        statements += _NOTIFY
+    for statement in statements:
         conn.exec_driver_sql(statement)

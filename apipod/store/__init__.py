@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from apipod.errors import ConfigError
@@ -32,9 +32,12 @@ def open_store(database_url: str, data_dir: str | Path) -> JobStore:
     """The store for ``database_url``; media files and wake-up pipes go to ``data_dir``.
 
     ``sqlite:////abs/path.db`` (SQLAlchemy's form: three slashes, then the absolute path;
-    a relative path is taken from the current directory). PostgreSQL is not available
-    yet; other schemes raise :class:`~apipod.errors.ConfigError`. The schema is not
-    migrated here: call ``store.migrate()``.
+    a relative path is taken from the current directory), or
+    ``postgresql://user:password@host:port/dbname`` (also ``postgres://`` and
+    ``postgresql+psycopg://``; the driver is psycopg 3, query parameters such as
+    ``?sslmode=require`` go to libpq). Other schemes raise
+    :class:`~apipod.errors.ConfigError`. The schema is not migrated here: call
+    ``store.migrate()``.
     """
     try:
         url = make_url(database_url)
@@ -44,11 +47,10 @@ def open_store(database_url: str, data_dir: str | Path) -> JobStore:
     if backend == "sqlite":
         return _open_sqlite(database_url, url.database, data_dir)
     if backend in ("postgresql", "postgres"):
-        raise ConfigError(
-            "PostgreSQL support is not installed yet; use a sqlite:/// database_url for now"
-        )
+        return _open_postgres(url, data_dir)
     raise ConfigError(
-        f"database_url scheme {url.drivername!r} is not supported; use sqlite:///<path>"
+        f"database_url scheme {url.drivername!r} is not supported;"
+        " use sqlite:///<path> or postgresql://user@host:port/dbname"
     )
 
 
@@ -61,3 +63,21 @@ def _open_sqlite(database_url: str, database: str | None, data_dir: str | Path) 
     from apipod.store.sqlite import SqliteStore
 
     return SqliteStore(Path(database), data_dir)
+
+
+def _open_postgres(url: URL, data_dir: str | Path) -> JobStore:
+    if url.drivername not in ("postgresql", "postgres", "postgresql+psycopg"):
+        raise ConfigError(
+            f"database_url scheme {url.drivername!r}: APIPod talks to PostgreSQL through"
+            " psycopg 3; write postgresql://user@host:port/dbname"
+        )
+    if not url.database:
+        raise ConfigError("the PostgreSQL database_url must name a database (…:5432/dbname)")
+    try:
+        from apipod.store.postgres import PostgresStore
+    except ImportError as exc:
+        raise ConfigError(
+            f"PostgreSQL needs psycopg 3 ({exc}); install it with pip install 'apipod[postgres]'"
+        ) from exc
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return PostgresStore(conninfo, data_dir)

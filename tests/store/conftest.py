@@ -1,8 +1,9 @@
 """Fixtures of the store tests: one real database per test, for every backend.
 
-A backend is a function ``tmp_path -> database URL``. To run the contract tests against
-another backend, add it to ``DATABASE_URLS`` (e.g. ``"postgresql"`` creating a fresh
-database on a test server and returning its URL).
+A backend is a function ``(request, tmp_path) -> database URL`` in ``DATABASE_URLS``:
+``sqlite`` makes a fresh file per test; ``postgresql`` uses one database created for the
+test session on a real server (see :mod:`tests.store.postgres_db`), emptied before each
+test, and skips where no server is reachable.
 """
 
 from __future__ import annotations
@@ -15,18 +16,40 @@ from typing import Any
 import pytest
 
 from apipod.store import JobStore, open_store
+from tests.store.postgres_db import empty_tables, fresh_database
 
 
-def sqlite_url(tmp_path: Path) -> str:
+def sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'apipod.db'}"
 
 
-DATABASE_URLS: dict[str, Callable[[Path], str]] = {"sqlite": sqlite_url}
+def postgresql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    url = request.getfixturevalue("postgres_session_url")
+    empty_tables(url)
+    return url
+
+
+DATABASE_URLS: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
+    "sqlite": sqlite_url,
+    "postgresql": postgresql_url,
+}
+
+
+@pytest.fixture(scope="session")
+def postgres_session_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated database for this test session (dropped at the end)."""
+    with fresh_database() as url:
+        store = open_store(url, tmp_path_factory.mktemp("pg-data"))
+        try:
+            store.migrate()
+        finally:
+            store.close()
+        yield url
 
 
 @pytest.fixture(params=sorted(DATABASE_URLS))
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return DATABASE_URLS[request.param](tmp_path)
+    return DATABASE_URLS[request.param](request, tmp_path)
 
 
 @pytest.fixture

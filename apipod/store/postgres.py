@@ -1,0 +1,174 @@
+"""The PostgreSQL job store: one database shared by the processes of many boxes.
+
+The verbs are :class:`~apipod.store.sqlstore.SqlJobStore`'s, on the same schema (same
+migrations); what differs from SQLite:
+
+- Claims: the claim's subquery takes the oldest queued row ``FOR UPDATE SKIP LOCKED``, so
+  claimers on any number of boxes never wait for each other and never take one job twice.
+- Queue limits: the count-then-insert of ``enqueue`` runs in a transaction that first
+  takes a transaction-level advisory lock for the endpoint, so submits to one endpoint
+  from every box are serialized for a moment and the limit is exact.
+- Wake-ups: triggers (migration 0001) ``NOTIFY apipod_work`` when a job becomes claimable
+  and ``NOTIFY apipod_results, '<job id>'`` when one ends, inside the transaction that
+  changes the row. Each waiting process ``LISTEN``s on one dedicated connection per
+  channel it waits on, opened lazily (see :class:`~apipod.store.pgconn.NotifyChannel`).
+- Media: rows of the ``files`` table (see :mod:`apipod.store.pgfiles`), not the data dir.
+- TTL: ``expire`` runs under ``pg_try_advisory_xact_lock``: while one process sweeps,
+  the others skip; files and rows of a batch go in one transaction.
+
+Connections come from a small thread-safe pool; driver errors raise
+:class:`~apipod.errors.StoreUnavailable` and every change is one transaction, so nothing
+is ever half-written. Timestamps are written with each process's clock: keep the boxes'
+clocks in sync (NTP), as leases compare them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import sqlalchemy
+from psycopg import errors as pg_errors
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from apipod.store.pgconn import ConnectionPool, NotifyChannel
+from apipod.store.pgfiles import BlobFiles
+from apipod.store.sql import TERMINAL_SQL, ts_in
+from apipod.store.sqlstore import FileBackend, Params, Row, SqlJobStore, Wakeup
+
+log = logging.getLogger(__name__)
+
+WORK_CHANNEL = "apipod_work"
+RESULTS_CHANNEL = "apipod_results"
+#: Advisory-lock class ids (the first of the two int4 keys): "apqu" and "aptt".
+QUEUE_LOCK_CLASS = 0x61707175
+EXPIRE_LOCK_CLASS = 0x61707474
+
+_LOCK_QUEUE = "SELECT pg_advisory_xact_lock(%s::int4, hashtext(%s))"
+_TRY_LOCK_EXPIRE = "SELECT pg_try_advisory_xact_lock(%s::int4, 0)"
+_EXPIRE = (
+    "WITH doomed AS (SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < %s"
+    f" AND status IN {TERMINAL_SQL} ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED),"
+    " files_gone AS (DELETE FROM files WHERE job_id IN (SELECT id FROM doomed))"
+    " DELETE FROM jobs WHERE id IN (SELECT id FROM doomed)"
+)
+
+
+class PostgresStore(SqlJobStore):
+    """:class:`~apipod.store.base.JobStore` on a PostgreSQL database.
+
+    ``conninfo``: a libpq URL (``postgresql://user:password@host:port/dbname?...``).
+    ``data_dir``: unused by this store (media and wake-ups live in the database).
+    ``pool_size``: the most connections one process uses for calls at once (one more per
+    channel it listens on). Connecting happens here: a bad URL or an unreachable server
+    raises :class:`~apipod.errors.StoreUnavailable` at once.
+    """
+
+    dialect = "postgresql"
+    paramstyle = "format"
+    claim_lock_suffix = " FOR UPDATE SKIP LOCKED"
+    fast_local_reads = False
+
+    def __init__(
+        self,
+        conninfo: str,
+        data_dir: str | Path,
+        *,
+        pool_size: int = 8,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        self._conninfo = conninfo
+        self._connect_timeout_s = connect_timeout_s
+        self._pool = ConnectionPool(
+            conninfo, max_size=pool_size, connect_timeout_s=connect_timeout_s
+        )
+        super().__init__(data_dir)
+        self._engine: sqlalchemy.Engine | None = None
+        self._closed = False
+        with self._pool.connection():
+            pass
+        log.debug("job store on PostgreSQL %s", self._pool.where)
+
+    @property
+    def where(self) -> str:
+        """``user@host:port/dbname`` (for messages; never the password)."""
+        return self._pool.where
+
+    @property
+    def engine(self) -> sqlalchemy.Engine:
+        """A SQLAlchemy engine on the same database (migrations, tools), made on first use."""
+        if self._engine is None:
+            url = make_url(self._conninfo).set(drivername="postgresql+psycopg")
+            self._engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+        return self._engine
+
+    # --- backends of the shared verbs ------------------------------------------------------
+    def _open_files(self) -> FileBackend:
+        return BlobFiles(self._pool)
+
+    def _open_wakeups(self) -> tuple[Wakeup, Wakeup]:
+        timeout = self._connect_timeout_s
+        return (
+            NotifyChannel(self._conninfo, WORK_CHANNEL, connect_timeout_s=timeout),
+            NotifyChannel(self._conninfo, RESULTS_CHANNEL, connect_timeout_s=timeout),
+        )
+
+    # --- primitives ------------------------------------------------------------------------
+    def _read(self, sql: str, params: Params = ()) -> list[Row]:
+        with self._pool.connection() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def _write(self, sql: str, params: Params = ()) -> int:
+        with self._pool.connection() as conn:
+            return conn.execute(sql, params).rowcount
+
+    def _write_rows(self, sql: str, params: Params = ()) -> list[Row]:
+        with self._pool.connection() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def _insert_job(self, endpoint: str, queue_size: int, params: Params) -> int | None:
+        with self._pool.connection() as conn:
+            try:
+                with conn.transaction():
+                    conn.execute(_LOCK_QUEUE, (QUEUE_LOCK_CLASS, endpoint))
+                    # READ COMMITTED: this statement sees every insert committed before
+                    # the lock was granted, so the count is exact.
+                    (queued,) = conn.execute(self._sql.count_queued, (endpoint,)).fetchone()
+                    if queued >= queue_size:
+                        return None
+                    return conn.execute(self._sql.insert_job, params).fetchone()[0]
+            except pg_errors.UniqueViolation as exc:
+                raise ValueError(f"a job with id {params[0]!r} already exists") from exc
+
+    # --- verbs with a PostgreSQL form --------------------------------------------------------
+    def expire(self, ttl_s: float, batch_size: int = 500) -> int:
+        """See :meth:`JobStore.expire`. One sweep at a time across every box: while
+        another process holds the sweep lock this returns 0 at once. A batch's files and
+        rows are deleted in one transaction."""
+        if batch_size < 1:
+            return 0
+        cutoff = ts_in(-float(ttl_s))
+        with self._pool.connection() as conn, conn.transaction():
+            (ours,) = conn.execute(_TRY_LOCK_EXPIRE, (EXPIRE_LOCK_CLASS,)).fetchone()
+            if not ours:
+                log.debug("TTL sweep skipped: another process is sweeping")
+                return 0
+            return conn.execute(_EXPIRE, (cutoff, int(batch_size))).rowcount
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def migrate(self) -> list[str]:
+        """Apply pending migrations (see :mod:`apipod.store.migrate`); their versions."""
+        from apipod.store.migrate import apply_migrations
+
+        return apply_migrations(self.engine, self.dialect)
+
+    def close(self) -> None:
+        """Close every connection, the listening ones included. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.close()
+        if self._engine is not None:
+            self._engine.dispose()
+        super().close()
