@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 TICK_S = 0.1
 CANCEL_POLL_S = 0.25
 API_START_GRACE_S = 5.0
+# A worker row not refreshed for this many leases (at least the floor) belongs to a box
+# that is gone for good: its row is deleted so /health stops listing it.
+PRUNE_WORKERS_AFTER_LEASES = 10
+PRUNE_WORKERS_FLOOR_S = 30.0
 
 
 class Supervisor:
@@ -176,6 +180,10 @@ class Supervisor:
         recovered = self.store.recover_expired_leases()
         if recovered:
             logger.warning("recovered %d job(s) with expired leases: %s", len(recovered), recovered)
+        stale_s = max(PRUNE_WORKERS_AFTER_LEASES * self.config.lease_s, PRUNE_WORKERS_FLOOR_S)
+        pruned = self.store.prune_workers(stale_s)
+        if pruned:
+            logger.warning("removed worker rows silent for over %.0f s: %s", stale_s, pruned)
 
     # --- signals and shutdown ------------------------------------------------------------------
     def _install_signal_handlers(self) -> int:
