@@ -15,14 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Path, Query
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from apipod.app.jobresult import has_files, job_result, not_found
 from apipod.app.spec import InputValidationError
 from apipod.config import Config
-from apipod.errors import InputError, JobNotFound
+from apipod.errors import JobNotFound
 from apipod.store import open_store
 from apipod.store.base import Job, JobStore
 
@@ -31,7 +31,8 @@ T = TypeVar("T")
 
 MAX_WAIT_S = 60.0
 _FALLBACK_POLL_S = 0.5
-_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_JOB_ID = re.compile(JOB_ID_PATTERN)
 
 
 class QueueFrontEnd:
@@ -200,7 +201,9 @@ def wait_seconds(request: Request) -> float:
 
 def check_job_id(job_id: str) -> str:
     if not _JOB_ID.match(job_id):
-        raise InputError("malformed job id (expected 1-64 letters, digits, '-' or '_')", "job_id")
+        message = "malformed job id (expected 1-64 letters, digits, '-' or '_')"
+        error = {"type": "string_pattern_mismatch", "loc": ["path", "job_id"], "msg": message}
+        raise InputValidationError([{**error, "input": job_id[:100]}])
     return job_id
 
 
@@ -209,15 +212,21 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
     read_status = queue.status_response
 
     @app.router.get("/status/{job_id}", tags=["jobs"], summary="Status and result of a job")
-    async def get_status(job_id: str, wait: float | None = Query(None, ge=0)) -> JSONResponse:
+    async def get_status(
+        job_id: str = Path(pattern=JOB_ID_PATTERN),
+        wait: float | None = Query(None, ge=0, description="long-poll up to this many seconds"),
+    ) -> JSONResponse:
         return await read_status(job_id, wait)
 
     @app.router.post("/status", tags=["jobs"], summary="Status and result of a job")
-    async def post_status(job_id: str, wait: float | None = Query(None, ge=0)) -> JSONResponse:
+    async def post_status(
+        job_id: str = Query(pattern=JOB_ID_PATTERN),
+        wait: float | None = Query(None, ge=0, description="long-poll up to this many seconds"),
+    ) -> JSONResponse:
         return await read_status(job_id, wait)
 
     @app.router.post("/cancel/{job_id}", tags=["jobs"], summary="Cancel a queued or running job")
-    async def cancel(job_id: str) -> JSONResponse:
+    async def cancel(job_id: str = Path(pattern=JOB_ID_PATTERN)) -> JSONResponse:
         check_job_id(job_id)
         job = await queue.call(queue.store.cancel, job_id)
         if job is None:

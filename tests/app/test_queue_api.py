@@ -80,7 +80,8 @@ def test_unknown_and_malformed_ids(client: httpx.Client) -> None:
     assert client.post("/cancel/nope").status_code == 404
     malformed = client.get("/status/" + "x" * 200)
     assert malformed.status_code == 422
-    assert malformed.json()["detail"][0]["loc"] == ["body", "job_id"]
+    assert malformed.json()["detail"][0]["loc"] == ["path", "job_id"]
+    assert client.post("/cancel/" + "x" * 200).status_code == 422
 
 
 def test_inputs_are_persisted_readably(client: httpx.Client, api_only: ServiceProcess) -> None:
