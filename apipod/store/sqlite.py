@@ -33,6 +33,9 @@ def _begin_immediate(conn: sqlalchemy.Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+
 class SqliteStore(SqlJobStore):
     """:class:`~apipod.store.base.JobStore` on one SQLite file.
 
@@ -93,6 +96,9 @@ class SqliteStore(SqlJobStore):
             cached_statements=256,
         )
         conn.execute("PRAGMA synchronous=NORMAL")
+        # After each checkpoint that resets the WAL, cut the file back to this size, so a
+        # burst of writes does not leave a large WAL file behind for good.
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         return conn
 
     def _use_wal(self, conn: sqlite3.Connection) -> None:
