@@ -85,7 +85,8 @@ class RunResult:
 
 
 async def run_job(conn: Connection, endpoint: str) -> bool:
-    """Submit one job and long-poll it to a terminal status; True when it finished."""
+    """Submit one job and long-poll it to a terminal status; True when it finished.
+    With ``?wait=`` in ``endpoint`` the submit itself long-polls (one request per job)."""
     status, body = await conn.request("POST", endpoint, b"{}")
     if status != 200:
         return False
