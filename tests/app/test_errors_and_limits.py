@@ -13,7 +13,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.app.support import b64, served
+from tests.app.support import b64
 from tests.helpers import SERVICES, ServiceProcess, free_port, service_env
 
 MB = 1_000_000
@@ -38,18 +38,6 @@ def assert_validation_error(response: httpx.Response) -> list[dict]:
         assert isinstance(error["type"], str) and isinstance(error["msg"], str)
         assert isinstance(error["loc"], list) and error["loc"][0] == "body"
     return body["detail"]
-
-
-@pytest.fixture(scope="module")
-def basic() -> Iterator[httpx.Client]:
-    with served("sync_basic") as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def routes() -> Iterator[httpx.Client]:
-    with served("sync_routes") as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

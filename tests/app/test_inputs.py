@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.app.support import b64, data_url, media_server, mp4_bytes, png_bytes, served, wav_bytes
+from tests.app.support import b64, data_url, media_server, mp4_bytes, png_bytes, wav_bytes
 
 ENCODINGS = ("json", "form", "multipart")
 
@@ -19,24 +18,6 @@ PNG = png_bytes()
 BIG_PNG = png_bytes(32, seed=1)
 WAV = wav_bytes()
 MP4 = mp4_bytes()
-
-
-@pytest.fixture(scope="module")
-def basic() -> Iterator[httpx.Client]:
-    with served("sync_basic") as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def routes() -> Iterator[httpx.Client]:
-    with served("sync_routes") as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def media() -> Iterator[httpx.Client]:
-    with served("sync_media") as client:
-        yield client
 
 
 def _form_text(value: Any) -> str:

@@ -18,12 +18,6 @@ BINARY = {"type": "string", "format": "binary"}
 
 
 @pytest.fixture(scope="module")
-def basic() -> Iterator[httpx.Client]:
-    with served("sync_basic") as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def schema(basic: httpx.Client) -> dict[str, Any]:
     response = basic.get("/openapi.json")
     assert response.status_code == 200

@@ -4,34 +4,15 @@ recursively; ``job_progress`` is injected and never asked of the client."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.app.support import b64, png_bytes, served, wav_bytes
+from tests.app.support import b64, png_bytes, wav_bytes
 
 PNG = png_bytes(16, seed=3)
 WAV = wav_bytes()
-
-
-@pytest.fixture(scope="module")
-def basic() -> Iterator[httpx.Client]:
-    with served("sync_basic") as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def routes() -> Iterator[httpx.Client]:
-    with served("sync_routes") as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def media() -> Iterator[httpx.Client]:
-    with served("sync_media") as client:
-        yield client
 
 
 def assert_file_model(value: Any, data: bytes, content_type: str) -> None:

@@ -176,7 +176,9 @@ def test_synchronous_endpoint_in_queue_mode(client: httpx.Client) -> None:
 
 
 def test_back_pressure_429_under_concurrent_submits(tmp_path: Path) -> None:
-    with running_service(tmp_path, "queue_ok.py", wait_healthy=False, role="api", queue_size=5) as svc:
+    with running_service(
+        tmp_path, "queue_ok.py", wait_healthy=False, role="api", queue_size=5
+    ) as svc:
         svc.wait_until("/openapi.json", status=200)
         with httpx.Client(base_url=svc.url, timeout=30) as http:
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -199,47 +201,73 @@ def test_accepted_submits_survive_kill_9_of_the_api(tmp_path: Path) -> None:
         # the supervisor restarts the API process; every accepted job is still there
         svc.wait_until("/openapi.json", status=200)
         with httpx.Client(base_url=svc.url, timeout=30) as http:
-            for i, job_id in enumerate(ids):
+            for job_id in ids:
                 body = http.get(f"/status/{job_id}").json()
                 assert body["status"] == "queued"
         store = store_of(svc)
         try:
-            assert [store.get(j).inputs for j in ids] == [{"text": f"t{i}", "times": 1} for i in range(20)]
+            assert [store.get(j).inputs for j in ids] == [
+                {"text": f"t{i}", "times": 1} for i in range(20)
+            ]
         finally:
             store.close()
 
 
 def test_finished_jobs_expire_after_ttl(tmp_path: Path) -> None:
-    with running_service(tmp_path, "queue_ok.py", job_ttl=1) as svc:
-        with httpx.Client(base_url=svc.url, timeout=30) as http:
-            image = png_bytes()
-            body = http.post("/invert", params={"wait": 20}, files={"image": ("a.png", image)}).json()
-            assert body["status"] == "finished"
-            result = body["result"]
-            assert result["file_name"] == "inverted.png"
-            assert result["content_type"] == "image/png"
-            inverted = ImageFile().from_bytes(base64.b64decode(result["content"]))
-            assert int(inverted.to_np_array()[0, 0, 0]) == 55
-            files_dir = Path(svc.env["APIPOD_DATA_DIR"]) / "files" / body["job_id"]
-            assert files_dir.exists()
-            deadline = time.monotonic() + 15
-            while http.get(f"/status/{body['job_id']}").status_code != 404:
-                assert time.monotonic() < deadline, "job not expired"
-                time.sleep(0.2)
-            assert not files_dir.exists()
+    with (
+        running_service(tmp_path, "queue_ok.py", job_ttl=1) as svc,
+        httpx.Client(base_url=svc.url, timeout=30) as http,
+    ):
+        image = png_bytes()
+        body = http.post("/invert", params={"wait": 20}, files={"image": ("a.png", image)}).json()
+        assert body["status"] == "finished"
+        result = body["result"]
+        assert result["file_name"] == "inverted.png"
+        assert result["content_type"] == "image/png"
+        inverted = ImageFile().from_bytes(base64.b64decode(result["content"]))
+        assert int(inverted.to_np_array()[0, 0, 0]) == 55
+        files_dir = Path(svc.env["APIPOD_DATA_DIR"]) / "files" / body["job_id"]
+        assert files_dir.exists()
+        deadline = time.monotonic() + 15
+        while http.get(f"/status/{body['job_id']}").status_code != 404:
+            assert time.monotonic() < deadline, "job not expired"
+            time.sleep(0.2)
+        assert not files_dir.exists()
 
 
 def test_submit_with_wait_returns_the_finished_job(tmp_path: Path) -> None:
-    with running_service(tmp_path, "queue_ok.py") as svc:
-        with httpx.Client(base_url=svc.url, timeout=30) as http:
-            body = http.post("/echo", params={"wait": 10}, json={"text": "ab", "times": 2}).json()
-            assert body["status"] == "finished"
-            assert body["result"]["text"] == "abab"
-            assert body["metrics"]["execution_time_s"] >= 0
-            slow = http.post("/steps", json={"count": 5, "delay": 0.1}).json()
-            finished = wait_for_status(http, slow["job_id"], {"finished"})
-            assert finished["progress"] == 1.0 and finished["message"] == "step 5/5"
+    with (
+        running_service(tmp_path, "queue_ok.py") as svc,
+        httpx.Client(base_url=svc.url, timeout=30) as http,
+    ):
+        body = http.post("/echo", params={"wait": 10}, json={"text": "ab", "times": 2}).json()
+        assert body["status"] == "finished"
+        assert body["result"]["text"] == "abab"
+        assert body["metrics"]["execution_time_s"] >= 0
+        slow = http.post("/steps", json={"count": 5, "delay": 0.1}).json()
+        finished = wait_for_status(http, slow["job_id"], {"finished"})
+        assert finished["progress"] == 1.0 and finished["message"] == "step 5/5"
 
 
 def _api_pid(service: ServiceProcess) -> int:
     return httpx.get(service.url + "/health").json()["api"]["pid"]
+
+
+def test_a_locked_database_gives_503_and_writes_nothing(
+    client: httpx.Client, api_only: ServiceProcess
+) -> None:
+    db = Path(api_only.env["APIPOD_DATA_DIR"]) / "apipod.db"
+    before = client.get("/jobs", params={"limit": 1000}).json()["jobs"]
+    blocker = sqlite3.connect(db, isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+        response = client.post("/echo", json={"text": "blocked"})
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert response.status_code == 503
+    assert response.headers["Retry-After"].isdigit()
+    assert "store unavailable" in response.json()["detail"]
+    after = client.get("/jobs", params={"limit": 1000}).json()["jobs"]
+    assert len(after) == len(before)
+    assert client.post("/echo", json={"text": "fine again"}).status_code == 200
