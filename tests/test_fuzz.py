@@ -64,7 +64,8 @@ def test_schemathesis_finds_no_server_error_and_no_hang(example: ServiceProcess)
         "25",
         "--generation-deterministic",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    workdir = example.log_path.parent  # schemathesis keeps a cache folder in its cwd
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=workdir)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:] + "\n--- service log ---\n" + example.log()
     assert "passed" in output
