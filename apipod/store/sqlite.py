@@ -69,6 +69,10 @@ class SqliteStore(SqlJobStore):
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = self._connect()
             self._use_wal(self._writer)
+            # The writer waits for the lock with _busy_retry, not SQLite's busy handler,
+            # whose first sleep is a whole millisecond: far longer than the few dozen
+            # microseconds another process holds the lock for one of our statements.
+            self._writer.execute("PRAGMA busy_timeout=0")
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(f"cannot open the job store {self._path}: {exc}") from exc
         self._engine = sqlalchemy.create_engine(
@@ -174,11 +178,30 @@ class SqliteStore(SqlJobStore):
     def _write_rows(self, sql: str, params: Params = ()) -> list[Row]:
         return self._run_write(sql, params)[0]
 
+    def _busy_retry(
+        self, conn: sqlite3.Connection, sql: str, params: Params = ()
+    ) -> sqlite3.Cursor:
+        """Execute, retrying while another process holds the write lock: short sleeps
+        growing to 2 ms, up to the busy timeout. A statement refused as busy wrote
+        nothing, so running it again is safe."""
+        deadline = time.monotonic() + self._busy_timeout_s
+        delay = 0.00005
+        while True:
+            try:
+                return conn.execute(sql, params)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.002)
+
     def _run_write(self, sql: str, params: Params) -> tuple[list[Row], int]:
         """One autocommit statement on the writer: its rows (RETURNING) and row count."""
         conn = self._take_writer()
         try:
-            cursor = conn.execute(sql, params)
+            cursor = self._busy_retry(conn, sql, params)
             return cursor.fetchall(), cursor.rowcount
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
@@ -188,7 +211,7 @@ class SqliteStore(SqlJobStore):
     def _insert_job(self, endpoint: str, queue_size: int, params: Params) -> int | None:
         conn = self._take_writer()
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._busy_retry(conn, "BEGIN IMMEDIATE")
             try:
                 (queued,) = conn.execute(self._sql.count_queued, (endpoint,)).fetchone()
                 if queued >= queue_size:
