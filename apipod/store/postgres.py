@@ -5,9 +5,12 @@ migrations); what differs from SQLite:
 
 - Claims: the claim's subquery takes the oldest queued row ``FOR UPDATE SKIP LOCKED``, so
   claimers on any number of boxes never wait for each other and never take one job twice.
-- Queue limits: the count-then-insert of ``enqueue`` runs in a transaction that first
-  takes a transaction-level advisory lock for the endpoint, so submits to one endpoint
-  from every box are serialized for a moment and the limit is exact.
+- Queue limits: ``enqueue`` runs in a transaction that first takes a transaction-level
+  advisory lock for the endpoint, then inserts the job only if the endpoint has fewer
+  than ``queue_size`` queued jobs, so submits to one endpoint from every box are
+  serialized for a moment and the limit is exact. Both statements go to the server as
+  one query string (one round trip, one implicit transaction), so the lock is held for
+  server time only, never while this process waits to be scheduled.
 - Wake-ups: triggers (migration 0001) ``NOTIFY apipod_work`` when a job becomes claimable
   and ``NOTIFY apipod_results, '<job id>'`` when one ends, inside the transaction that
   changes the row. Each waiting process ``LISTEN``s on one dedicated connection per
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import sqlalchemy
 from psycopg import errors as pg_errors
+from psycopg import sql
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
@@ -45,7 +49,27 @@ RESULTS_CHANNEL = "apipod_results"
 QUEUE_LOCK_CLASS = 0x61707175
 EXPIRE_LOCK_CLASS = 0x61707474
 
-_LOCK_QUEUE = "SELECT pg_advisory_xact_lock(%s::int4, hashtext(%s))"
+# Two statements in one simple-protocol query: one implicit transaction, one round trip.
+# Each statement takes its own snapshot (READ COMMITTED), so the INSERT's count sees every
+# job committed by the submit that held the lock before. psycopg quotes the values.
+_ENQUEUE = sql.SQL(
+    "SELECT pg_advisory_xact_lock({lock_class}::int4, hashtext({endpoint}));"
+    " INSERT INTO jobs (id, endpoint, status, inputs, attempts, max_attempts, timeout_s,"
+    " created_at, queued_at) SELECT {id}, {endpoint}, 'queued', {inputs}, 0, {max_attempts},"
+    " {timeout_s}::double precision, {created_at}, {queued_at}"
+    " WHERE (SELECT count(*) FROM jobs WHERE endpoint = {endpoint} AND status = 'queued')"
+    " < {queue_size} RETURNING seq"
+)
+#: The names of ``_insert_job``'s ``params`` (see ``Statements.insert_job``), in order.
+_INSERT_PARAMS = (
+    "id",
+    "endpoint",
+    "inputs",
+    "max_attempts",
+    "timeout_s",
+    "created_at",
+    "queued_at",
+)
 _TRY_LOCK_EXPIRE = "SELECT pg_try_advisory_xact_lock(%s::int4, 0)"
 _EXPIRE = (
     "WITH doomed AS (SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < %s"
@@ -128,18 +152,17 @@ class PostgresStore(SqlJobStore):
             return conn.execute(sql, params).fetchall()
 
     def _insert_job(self, endpoint: str, queue_size: int, params: Params) -> int | None:
+        values = dict(zip(_INSERT_PARAMS, params, strict=True))
+        values.update(lock_class=QUEUE_LOCK_CLASS, queue_size=queue_size)
+        query = _ENQUEUE.format(**{name: sql.Literal(v) for name, v in values.items()})
         with self._pool.connection() as conn:
             try:
-                with conn.transaction():
-                    conn.execute(_LOCK_QUEUE, (QUEUE_LOCK_CLASS, endpoint))
-                    # READ COMMITTED: this statement sees every insert committed before
-                    # the lock was granted, so the count is exact.
-                    (queued,) = conn.execute(self._sql.count_queued, (endpoint,)).fetchone()
-                    if queued >= queue_size:
-                        return None
-                    return conn.execute(self._sql.insert_job, params).fetchone()[0]
+                cursor = conn.execute(query)
             except pg_errors.UniqueViolation as exc:
                 raise ValueError(f"a job with id {params[0]!r} already exists") from exc
+            cursor.nextset()  # past the lock's result: the INSERT's
+            row = cursor.fetchone()
+        return None if row is None else row[0]
 
     # --- verbs with a PostgreSQL form --------------------------------------------------------
     def expire(self, ttl_s: float, batch_size: int = 500) -> int:
