@@ -30,7 +30,12 @@ from tests.helpers import ServiceProcess, running_service
 from tests.store.postgres_db import fresh_database
 
 JOBS = int(os.environ.get("APIPOD_SCALEOUT_JOBS", "1000"))
-SETTINGS: dict[str, Any] = {"gpus": "none", "lease_s": 2, "queue_size": 100_000}
+SETTINGS: dict[str, Any] = {
+    "gpus": "none",
+    "lease_s": 2,
+    "queue_size": 100_000,
+    "cancel_grace_s": 1,
+}
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -165,6 +170,30 @@ def test_media_inputs_and_results_cross_boxes(boxes: Any, database: str) -> None
     assert stored[0][0] >= len(ids)
     for box in (a, b):
         assert not (Path(box.env["APIPOD_DATA_DIR"]) / "files").exists()
+
+
+def test_progress_and_cancel_reach_across_boxes(boxes: Any, database: str) -> None:
+    a, _ = boxes
+    before = {w["id"] for w in ready_workers(a)}
+    with httpx.Client(base_url=a.url, timeout=30) as client:
+        steps = client.post("/steps", json={"count": 20, "delay": 0.05}).json()["job_id"]
+        seen: set[float] = set()
+        while (job := client.get(f"/status/{steps}").json())["status"] != "finished":
+            seen.add(job.get("progress") or 0.0)
+            time.sleep(0.02)
+        assert job["progress"] == 1.0 and any(0 < p < 1 for p in seen), seen
+        spins = [client.post("/spin", json={"seconds": 60}).json()["job_id"] for _ in range(3)]
+        running = "SELECT worker FROM jobs WHERE id = ANY(%s) AND status = 'processing'"
+        wait_for(lambda: len(rows(database, running, (spins,))) == 3, 30, "3 spins running")
+        cancelled = [client.post(f"/cancel/{job_id}").json()["status"] for job_id in spins]
+        assert cancelled == ["cancelled"] * 3
+    # Each box's supervisor sees the cancellation in the store, kills its busy workers
+    # after cancel_grace_s and starts new ones.
+    wait_for(
+        lambda: len(ids := {w["id"] for w in ready_workers(a)}) == 3 and not ids & before,
+        60,
+        "3 fresh workers after the cancel",
+    )
 
 
 def test_jobs_of_a_killed_box_end_on_the_other(boxes: Any, database: str) -> None:

@@ -58,4 +58,5 @@ def fresh_database(prefix: str = "apipod_test") -> Iterator[str]:
 def empty_tables(url: str) -> None:
     """Delete every job, worker and file (the schema stays)."""
     with psycopg.connect(url, autocommit=True, connect_timeout=2) as conn:
+        conn.execute("SET lock_timeout = '10s'")  # a leaked transaction fails, not hangs
         conn.execute("TRUNCATE jobs, workers, files RESTART IDENTITY")

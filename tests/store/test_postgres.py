@@ -20,8 +20,9 @@ import pytest
 
 from apipod.errors import ConfigError, QueueFull, StoreUnavailable
 from apipod.store import JobStatus, open_store
+from apipod.store.migrate import discover, upgrade
 from apipod.store.postgres import EXPIRE_LOCK_CLASS, PostgresStore
-from tests.store.postgres_db import empty_tables, url_of
+from tests.store.postgres_db import empty_tables, fresh_database
 
 RunChildren = Callable[[Callable[..., None], list[tuple[Any, ...]]], list[Any]]
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -74,12 +75,33 @@ def test_unreachable_server_is_store_unavailable_without_the_password(tmp_path: 
 
 
 def test_a_missing_schema_says_how_to_fix_it(tmp_path: Path) -> None:
-    with pytest.raises(StoreUnavailable, match="apipod db upgrade"):
-        store = open_store(url_of("postgres"), tmp_path)
+    with fresh_database() as url:
+        store = open_store(url, tmp_path)
         try:
-            store.get("x")
+            with pytest.raises(StoreUnavailable, match="apipod db upgrade"):
+                store.get("x")
         finally:
             store.close()
+
+
+def _migrate(url: str, data_dir: str, start: Any, out: Any) -> None:
+    start.wait()
+    try:
+        out.put((upgrade(url, data_dir), None))
+    except Exception as exc:  # reported to the parent, which fails the test
+        out.put(([], repr(exc)))
+
+
+def test_processes_migrating_one_database_at_once_apply_each_migration_once(
+    tmp_path: Path, run_children: RunChildren
+) -> None:
+    with fresh_database() as url:
+        results = run_children(_migrate, [(url, str(tmp_path))] * 3)
+        assert [error for _, error in results] == [None] * 3
+        applied = sorted(v for versions, _ in results for v in versions)
+        assert applied == [m.version for m in discover()]
+        recorded = sql(url, "SELECT version FROM schema_migrations ORDER BY version")
+        assert [v for (v,) in recorded] == applied
 
 
 def test_lost_connections_cost_one_call_at_most(pg: PostgresStore, pg_url: str) -> None:
