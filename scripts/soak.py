@@ -15,9 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +25,10 @@ import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO))
 from loadgen import closed_loop  # noqa: E402
+
+from tests.helpers import ServiceProcess, apipod_command, free_port, service_env  # noqa: E402
 
 logger = logging.getLogger("soak")
 GROWTH_MB = 20.0
@@ -45,17 +45,6 @@ def sample(port: int, supervisor: psutil.Process, wal: Path) -> dict[str, float]
         row[slot] = (worker["rss_bytes"] or 0) / 1e6
     row["wal_mb"] = wal.stat().st_size / 1e6 if wal.exists() else 0.0
     return row
-
-
-def wait_healthy(port: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError("service did not start")
 
 
 def load_for(port: int, seconds: float, clients: int) -> int:
@@ -85,28 +74,20 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--sample-every", type=float, default=60)
     args = parser.parse_args()
-    data = Path(tempfile.mkdtemp(prefix="apipod-soak-")) / "data"
-    port = 8000 + os.getpid() % 1000
-    env = {
-        **os.environ,
-        "APIPOD_DATA_DIR": str(data),
-        "APIPOD_PORT": str(port),
-        "APIPOD_MAX_WORKERS": "2",
-        "APIPOD_LOG_LEVEL": "warning",
-        "APIPOD_JOB_TTL": "120",
-    }
-    service = REPO / "benchmarks" / "services" / "bench_service.py"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "apipod", "start", str(service)], env=env, start_new_session=True
-    )
+    workdir = Path(tempfile.mkdtemp(prefix="apipod-soak-"))
+    port = free_port()
+    env = service_env(workdir / "data", port=port, max_workers=2, log_level="warning", job_ttl=120)
+    args_ = apipod_command("start", str(REPO / "benchmarks" / "services" / "bench_service.py"))
+    service = ServiceProcess(args_, env, port, workdir / "service.log").start()
     samples: list[dict[str, float]] = []
     try:
-        wait_healthy(port, time.monotonic() + 60)
-        supervisor = psutil.Process(process.pid)
+        service.wait_until("/health", status=200, timeout=60)
+        assert service.process is not None
+        supervisor = psutil.Process(service.process.pid)
         rounds = max(2, int(args.minutes * 60 / args.sample_every))
         for minute in range(rounds):
             jobs = load_for(port, args.sample_every, args.clients)
-            samples.append(sample(port, supervisor, data / "apipod.db-wal"))
+            samples.append(sample(port, supervisor, workdir / "data" / "apipod.db-wal"))
             logger.info(
                 "round %d: %d jobs; %s",
                 minute + 1,
@@ -114,8 +95,7 @@ def main() -> int:
                 ", ".join(f"{k} {v:.0f}" for k, v in samples[-1].items()),
             )
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
+        service.stop(timeout=60)
     problems = grown(samples[1], samples[-1])  # the first round is warm-up
     wal = [s["wal_mb"] for s in samples]
     if wal[-1] > 4 * max(wal[1], 4.0):
