@@ -27,6 +27,7 @@ from apipod.errors import StoreUnavailable
 log = logging.getLogger(__name__)
 
 _CHECK_AFTER_IDLE_S = 10.0
+_RECONNECT_MAX_S = 10.0
 
 
 def describe(conninfo: str) -> str:
@@ -153,6 +154,7 @@ class NotifyChannel:
         self._conn: psycopg.Connection | None = None
         self._closed = False
         self._failures = 0
+        self._retry_at = 0.0
 
     def notify(self, message: bytes = b"\x01") -> None:
         """Nothing to do: the change's own transaction sent the NOTIFY."""
@@ -166,12 +168,15 @@ class NotifyChannel:
         if not self._lock.acquire(timeout=max(timeout, 0.0)):
             return b""  # another thread of this process is waiting on the channel
         try:
-            payloads = self._receive(deadline)
+            while (payloads := self._receive(deadline)) is None:
+                now = time.monotonic()
+                if now >= deadline:
+                    return b""
+                # Not listening: sleep until the next reconnect attempt (or the deadline).
+                wake_at = deadline if self._closed else max(self._retry_at, now + 0.05)
+                time.sleep(min(wake_at, deadline) - now)
         finally:
             self._lock.release()
-        if payloads is None:
-            time.sleep(max(deadline - time.monotonic(), 0.0))
-            return b""
         return "".join(f"{p}\n" for p in payloads).encode()
 
     def _receive(self, deadline: float) -> list[str] | None:
@@ -193,6 +198,8 @@ class NotifyChannel:
     def _listening(self) -> psycopg.Connection | None:
         if self._closed:
             return None
+        if self._conn is None and time.monotonic() < self._retry_at:
+            return None  # reconnecting later: poll meanwhile
         if self._conn is None:
             conn = connect(self._conninfo, self._timeout_s)
             conn.execute(f"LISTEN {self._channel}")
@@ -201,6 +208,8 @@ class NotifyChannel:
 
     def _lost(self, exc: psycopg.Error) -> None:
         self._failures += 1
+        delay = min(0.25 * 2**self._failures, _RECONNECT_MAX_S)
+        self._retry_at = time.monotonic() + delay
         level = logging.WARNING if self._failures == 1 else logging.DEBUG
         log.log(level, "LISTEN %s: %s; polling until it reconnects", self._channel, exc)
         if self._conn is not None:

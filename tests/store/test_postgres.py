@@ -21,6 +21,7 @@ import pytest
 from apipod.errors import ConfigError, QueueFull, StoreUnavailable
 from apipod.store import JobStatus, open_store
 from apipod.store.migrate import discover, upgrade
+from apipod.store.pgconn import NotifyChannel
 from apipod.store.postgres import EXPIRE_LOCK_CLASS, PostgresStore
 from tests.store.postgres_db import empty_tables, fresh_database
 
@@ -310,6 +311,17 @@ def test_a_dropped_listen_connection_reconnects_quietly(pg: PostgresStore, pg_ur
         other.close()
     thread.join(15)
     assert waited and waited[0] < 3
+
+
+def test_waiting_without_a_server_sleeps_the_timeout() -> None:
+    channel = NotifyChannel("postgresql://nobody@127.0.0.1:1/none", "apipod_work")
+    try:
+        for _ in range(2):
+            start = time.monotonic()
+            assert channel.wait(0.3) == b""
+            assert 0.25 <= time.monotonic() - start < 3
+    finally:
+        channel.close()
 
 
 def _timed(call: Callable[[float], Any], timeout: float) -> float:
