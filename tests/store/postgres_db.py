@@ -29,9 +29,10 @@ def admin_connection() -> psycopg.Connection:
     try:
         return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=2)
     except psycopg.Error as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         _unreachable.append(
-            f"no PostgreSQL at {ADMIN_URL} ({str(exc).strip() or type(exc).__name__});"
-            " set APIPOD_TEST_POSTGRES_URL to run these tests"
+            f"no PostgreSQL at {ADMIN_URL} ({reason}); set APIPOD_TEST_POSTGRES_URL to a"
+            " server where this user may create databases to run these tests"
         )
         pytest.skip(_unreachable[0])
 
