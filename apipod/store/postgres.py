@@ -32,7 +32,7 @@ from pathlib import Path
 
 import sqlalchemy
 from psycopg import errors as pg_errors
-from psycopg import sql
+from psycopg import sql as pgsql
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
@@ -52,7 +52,7 @@ EXPIRE_LOCK_CLASS = 0x61707474
 # Two statements in one simple-protocol query: one implicit transaction, one round trip.
 # Each statement takes its own snapshot (READ COMMITTED), so the INSERT's count sees every
 # job committed by the submit that held the lock before. psycopg quotes the values.
-_ENQUEUE = sql.SQL(
+_ENQUEUE = pgsql.SQL(
     "SELECT pg_advisory_xact_lock({lock_class}::int4, hashtext({endpoint}));"
     " INSERT INTO jobs (id, endpoint, status, inputs, attempts, max_attempts, timeout_s,"
     " created_at, queued_at) SELECT {id}, {endpoint}, 'queued', {inputs}, 0, {max_attempts},"
@@ -154,7 +154,7 @@ class PostgresStore(SqlJobStore):
     def _insert_job(self, endpoint: str, queue_size: int, params: Params) -> int | None:
         values = dict(zip(_INSERT_PARAMS, params, strict=True))
         values.update(lock_class=QUEUE_LOCK_CLASS, queue_size=queue_size)
-        query = _ENQUEUE.format(**{name: sql.Literal(v) for name, v in values.items()})
+        query = _ENQUEUE.format(**{name: pgsql.Literal(v) for name, v in values.items()})
         with self._pool.connection() as conn:
             try:
                 cursor = conn.execute(query)
