@@ -78,7 +78,3 @@ class JobCancelled(APIPodError):
     It is raised from ``JobProgress.set_status`` so that the job stops at its next
     progress report; user code should let it propagate.
     """
-
-
-class WorkerStartError(APIPodError):
-    """An ``@app.on_worker_start`` function raised or timed out."""

@@ -64,7 +64,9 @@ class ServiceProcess:
         )
         return self
 
-    def wait_until(self, path: str = "/health", status: int | None = None, timeout: float = 30) -> httpx.Response:
+    def wait_until(
+        self, path: str = "/health", status: int | None = None, timeout: float = 30
+    ) -> httpx.Response:
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
         while time.monotonic() < deadline:

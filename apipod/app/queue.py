@@ -19,7 +19,7 @@ from fastapi import FastAPI, Path, Query
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from apipod.app.jobresult import has_files, job_result, not_found
+from apipod.app.jobresult import has_files, job_result
 from apipod.app.spec import InputValidationError
 from apipod.config import Config
 from apipod.errors import JobNotFound
@@ -248,6 +248,3 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
             lambda: queue.store.list_jobs(status=status, endpoint=endpoint, limit=limit)
         )
         return JSONResponse({"jobs": [queue.summary(j) for j in jobs]})
-
-
-__all__ = ["QueueFrontEnd", "install_job_routes", "not_found", "MAX_WAIT_S"]

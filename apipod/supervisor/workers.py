@@ -170,9 +170,8 @@ class WorkerEvents:
             logger.warning("worker %s did not finish in time; killing it", handle.worker_id)
             handle.kill()
             handle.process.join(timeout=5)
-        if handle.job_id is not None:
-            if self.store.requeue(handle.job_id, handle.worker_id):
-                logger.info("job %s requeued at shutdown", handle.job_id)
+        if handle.job_id is not None and self.store.requeue(handle.job_id, handle.worker_id):
+            logger.info("job %s requeued at shutdown", handle.job_id)
         self.store.remove_worker(handle.worker_id)
 
     def _write_failed_row(self, handle: WorkerHandle) -> None:

@@ -49,8 +49,11 @@ def model(point: Point, scale: int = 2) -> Point:
 @app.endpoint("/image")
 def image(image: ImageFile, job_progress: JobProgress) -> dict:
     job_progress.set_status(0.5, "half")
-    return {"content_type": image.content_type, "size": len(image.to_bytes()),
-            "progress": job_progress.progress}
+    return {
+        "content_type": image.content_type,
+        "size": len(image.to_bytes()),
+        "progress": job_progress.progress,
+    }
 
 
 @app.endpoint("/images")
