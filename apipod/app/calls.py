@@ -4,6 +4,7 @@ persisted job (queue mode), and running endpoint functions."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -48,18 +49,26 @@ def _read_param(param: Param, value: Any, policy: UrlPolicy) -> Any:
     return read_media(value, param.media_cls, param.name, policy)
 
 
-def media_objects(spec: EndpointSpec, payloads: dict[str, Any]) -> dict[str, Any]:
-    """media-toolkit objects for the payloads, as the endpoint function expects them."""
+def media_arguments(
+    spec: EndpointSpec, values: dict[str, Any], load: Callable[[Param, Any], Any]
+) -> dict[str, Any]:
+    """The media arguments of a call: ``load(param, value)`` for each value given (each
+    item of a list), the parameter's default for a value not given."""
     out: dict[str, Any] = {}
     for param in spec.media_params:
-        payload = payloads.get(param.name)
-        if payload is None:
-            out[param.name] = param.default if not param.required else None
-        elif isinstance(payload, list):
-            out[param.name] = [build_media(p, param.media_cls) for p in payload]
+        value = values.get(param.name)
+        if value is None:
+            out[param.name] = None if param.required else param.default
+        elif isinstance(value, list):
+            out[param.name] = [load(param, item) for item in value]
         else:
-            out[param.name] = build_media(payload, param.media_cls)
+            out[param.name] = load(param, value)
     return out
+
+
+def media_objects(spec: EndpointSpec, payloads: dict[str, Any]) -> dict[str, Any]:
+    """media-toolkit objects for the payloads, as the endpoint function expects them."""
+    return media_arguments(spec, payloads, lambda param, p: build_media(p, param.media_cls))
 
 
 async def call_endpoint(spec: EndpointSpec, kwargs: dict[str, Any], progress: JobProgress) -> Any:

@@ -8,7 +8,7 @@ import logging
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from apipod.app.calls import FILE_KEY
+from apipod.app.calls import FILE_KEY, media_arguments
 from apipod.app.spec import EndpointSpec
 from apipod.errors import JobCancelled
 from apipod.media.convert import MediaPayload, build_media, encode_result
@@ -68,14 +68,8 @@ class JobRunner:
 
     def _arguments(self, spec: EndpointSpec, inputs: dict[str, Any]) -> dict[str, Any]:
         kwargs = spec.validate_values(inputs)
-        for param in spec.media_params:
-            stored = inputs.get(param.name)
-            if stored is None:
-                kwargs[param.name] = None if param.required else param.default
-            elif isinstance(stored, list):
-                kwargs[param.name] = [self._load_media(s, param.media_cls) for s in stored]
-            else:
-                kwargs[param.name] = self._load_media(stored, param.media_cls)
+        load = lambda param, stored: self._load_media(stored, param.media_cls)  # noqa: E731
+        kwargs.update(media_arguments(spec, inputs, load))
         return kwargs
 
     def _load_media(self, stored: dict[str, Any], media_cls: Any) -> MediaFile:
