@@ -55,7 +55,11 @@ def _add_start(commands: Any) -> None:
     start.add_argument(
         "--role", choices=["all", "api", "workers"], help="which processes this box runs"
     )
-    start.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    start.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity of every process (default info)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
