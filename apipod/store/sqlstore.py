@@ -283,8 +283,11 @@ class SqlJobStore(JobStore):
             return 0
         for job_id in ids:
             self.discard_files(job_id)
-        sql = self._adapt(f"DELETE FROM jobs WHERE id IN ({placeholders(len(ids))})")
-        return self._write(sql, ids)
+        # Pad the id list to the batch size so the statement text is always the same:
+        # one text per list length would fill the driver's prepared-statement cache.
+        padded = ids + [ids[-1]] * (int(batch_size) - len(ids))
+        sql = self._cached_sql(("expire", len(padded)), lambda: _delete_jobs_sql(len(padded)))
+        return self._write(sql, padded)
 
     # --- wake-ups ------------------------------------------------------------------------------
     def wait_for_work(self, timeout: float) -> None:
@@ -323,3 +326,7 @@ class SqlJobStore(JobStore):
         """See :meth:`JobStore.prune_workers`."""
         cutoff = ts_in(-float(stale_after_s))
         return [row[0] for row in self._write_rows(self._sql.prune_workers, (cutoff,))]
+
+
+def _delete_jobs_sql(count: int) -> str:
+    return f"DELETE FROM jobs WHERE id IN ({placeholders(count)})"
