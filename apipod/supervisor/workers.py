@@ -141,6 +141,7 @@ class WorkerEvents:
         assert job_id is not None
         handle.kill()
         handle.job_id = None  # the timeout below settles the job; reaping must not release it
+        handle.recycling = True  # killed on purpose: replaced at once, not backed off
         error = f"job exceeded its timeout of {handle.job_timeout_s:g} s"
         if self.store.time_out(job_id, handle.worker_id, error):
             logger.warning("job %s timed out on worker %s; worker killed", job_id, handle.worker_id)
