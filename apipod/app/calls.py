@@ -4,19 +4,17 @@ persisted job (queue mode), and running endpoint functions."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from apipod.app.spec import EndpointSpec, InputValidationError, Param, media_error
+from apipod.endpoint import EndpointSpec, InputValidationError, Param, media_error
 from apipod.errors import MediaError
 from apipod.media.convert import MediaPayload, build_media, encode_result, read_media
 from apipod.media.fetch import UrlPolicy
+from apipod.payload import FILE_KEY, media_arguments
 from apipod.progress import JobProgress
 from apipod.store.base import Job, JobStore
-
-FILE_KEY = "$file"
 
 
 def read_media_inputs(
@@ -47,23 +45,6 @@ def _read_param(param: Param, value: Any, policy: UrlPolicy) -> Any:
     if isinstance(value, list):
         raise MediaError(f"field '{param.name}' takes one file, got a list", param.name)
     return read_media(value, param.media_cls, param.name, policy)
-
-
-def media_arguments(
-    spec: EndpointSpec, values: dict[str, Any], load: Callable[[Param, Any], Any]
-) -> dict[str, Any]:
-    """The media arguments of a call: ``load(param, value)`` for each value given (each
-    item of a list), the parameter's default for a value not given."""
-    out: dict[str, Any] = {}
-    for param in spec.media_params:
-        value = values.get(param.name)
-        if value is None:
-            out[param.name] = None if param.required else param.default
-        elif isinstance(value, list):
-            out[param.name] = [load(param, item) for item in value]
-        else:
-            out[param.name] = load(param, value)
-    return out
 
 
 def media_objects(spec: EndpointSpec, payloads: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
 from apipod.app.jobresult import not_found
-from apipod.app.spec import InputValidationError
+from apipod.endpoint import InputValidationError
 from apipod.errors import (
     InputError,
     JobNotFound,

@@ -14,7 +14,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.types import Message
 
-from apipod.app.spec import EndpointSpec, InputValidationError, coerce_form_value
+from apipod.endpoint import EndpointSpec, InputValidationError, coerce_form_value
 from apipod.errors import UnsupportedContentType, UploadTooLarge
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")

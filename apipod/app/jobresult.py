@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from apipod.app.calls import FILE_KEY
+from apipod.payload import FILE_KEY
 from apipod.store.base import Job
 
 

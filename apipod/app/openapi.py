@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from apipod.app.spec import EndpointSpec, Param
+from apipod.endpoint import EndpointSpec, Param
 
 _MEDIA_JSON = {
     "type": "string",

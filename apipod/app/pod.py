@@ -26,8 +26,8 @@ from apipod.app.health import install_health
 from apipod.app.http_errors import install_error_handlers
 from apipod.app.inputs import read_inputs
 from apipod.app.queue import QueueFrontEnd, install_job_routes, wait_seconds
-from apipod.app.spec import EndpointSpec, build_spec
 from apipod.config import Config
+from apipod.endpoint import EndpointSpec, build_spec
 from apipod.errors import APIPodError
 from apipod.media.fetch import UrlPolicy
 from apipod.progress import JobProgress

@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from apipod.app.jobresult import has_files, job_result
-from apipod.app.spec import InputValidationError
 from apipod.config import Config
+from apipod.endpoint import InputValidationError
 from apipod.errors import JobNotFound
 from apipod.store import open_store
 from apipod.store.base import Job, JobStore

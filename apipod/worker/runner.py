@@ -8,10 +8,10 @@ import logging
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from apipod.app.calls import FILE_KEY, media_arguments
-from apipod.app.spec import EndpointSpec
+from apipod.endpoint import EndpointSpec
 from apipod.errors import JobCancelled
 from apipod.media.convert import MediaPayload, build_media, encode_result
+from apipod.payload import FILE_KEY, media_arguments
 from apipod.progress import JobProgress
 from apipod.store.base import Job, JobStore
 from apipod.worker.watch import JobWatch
