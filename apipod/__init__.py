@@ -16,10 +16,17 @@ _EXPORTS = {
     "JobProgress": "apipod.progress",
     "APIPodError": "apipod.errors",
     "JobCancelled": "apipod.errors",
+    "ConfigError": "apipod.errors",
+    "FileModel": "apipod.models",
+    "JobResult": "apipod.models",
+    "JobLinks": "apipod.models",
+    "JobMetrics": "apipod.models",
     "ImageFile": "media_toolkit",
     "AudioFile": "media_toolkit",
     "VideoFile": "media_toolkit",
     "MediaFile": "media_toolkit",
+    "MediaList": "media_toolkit",
+    "MediaDict": "media_toolkit",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -11,8 +11,24 @@ class APIPodError(Exception):
     """Base class of all APIPod errors."""
 
 
-class ConfigError(APIPodError):
-    """A setting is unknown, has a bad value, or names something unsupported."""
+class ConfigError(APIPodError, ValueError):
+    """A setting is unknown, has a bad value, or names something unsupported.
+
+    A ``ValueError`` whose message starts with "Invalid", as the original APIPod's
+    configuration errors were: code written for it (``except ValueError``) still works.
+    """
+
+    prefix = "Invalid configuration: "
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message if message.startswith("Invalid") else self.prefix + message)
+
+
+class EndpointDefinitionError(ConfigError):
+    """An ``@app.endpoint`` function cannot be served as written (a parameter type APIPod
+    cannot read from a request, ``*args``, two endpoints on one route)."""
+
+    prefix = "Invalid endpoint: "
 
 
 class ServiceLoadError(APIPodError):

@@ -24,6 +24,8 @@ def read_media_inputs(
     payloads: dict[str, Any] = {}
     errors: list[dict[str, Any]] = []
     for param in spec.media_params:
+        if param.name not in raw:  # not given, or a plain value of a union
+            continue
         try:
             payloads[param.name] = _read_param(param, raw.get(param.name), policy)
         except MediaError as exc:

@@ -10,11 +10,16 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, ImmutableMultiDict
 from starlette.requests import Request
 from starlette.types import Message
 
-from apipod.endpoint import EndpointSpec, InputValidationError, coerce_form_value
+from apipod.endpoint import (
+    EndpointSpec,
+    InputValidationError,
+    coerce_form_value,
+    model_field_value,
+)
 from apipod.errors import UnsupportedContentType, UploadTooLarge
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
@@ -52,20 +57,30 @@ async def read_inputs(request: Request, spec: EndpointSpec, limit_bytes: int) ->
 
 
 def _from_query(request: Request, spec: EndpointSpec) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for name in request.query_params:
-        param = spec.param(name)
-        if param is not None:
-            values[name] = coerce_form_value(param, request.query_params.getlist(name))
-    return values
+    return _from_fields(request.query_params, spec)
 
 
 def _from_form(form: FormData, spec: EndpointSpec) -> dict[str, Any]:
+    return _from_fields(form, spec)
+
+
+def _from_fields(fields: ImmutableMultiDict[str, Any], spec: EndpointSpec) -> dict[str, Any]:
+    """Values by parameter from form (or query) fields. A model parameter's fields may
+    come flattened (``pam1=a&pam2=2`` for ``order: Params``), as the original APIPod's
+    clients send them; a value for the parameter itself (JSON text) takes precedence."""
     values: dict[str, Any] = {}
-    for name in form:
+    flattened: dict[str, dict[str, Any]] = {}
+    for name in fields:
         param = spec.param(name)
         if param is not None:
-            values[name] = coerce_form_value(param, form.getlist(name))
+            values[name] = coerce_form_value(param, fields.getlist(name))
+        elif (owner := spec.model_param_of_field(name)) is not None:
+            model_field = owner.inner.model_fields[name]
+            flattened.setdefault(owner.name, {})[name] = model_field_value(
+                model_field, fields.getlist(name)
+            )
+    for name, model_fields in flattened.items():
+        values.setdefault(name, model_fields)
     return values
 
 

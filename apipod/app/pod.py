@@ -5,6 +5,9 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
+import unicodedata
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import fields
@@ -26,9 +29,9 @@ from apipod.app.health import install_health
 from apipod.app.http_errors import install_error_handlers
 from apipod.app.inputs import read_inputs
 from apipod.app.queue import QueueFrontEnd, install_job_routes, wait_seconds
-from apipod.config import Config
+from apipod.config import COMPUTE_MODES, PROVIDERS, Config
 from apipod.endpoint import EndpointSpec, build_spec
-from apipod.errors import APIPodError
+from apipod.errors import APIPodError, ConfigError, EndpointDefinitionError
 from apipod.media.fetch import UrlPolicy
 from apipod.progress import JobProgress
 
@@ -47,8 +50,16 @@ class APIPod(FastAPI):
     other keywords go to FastAPI (``title``, ``description``, ...).
     """
 
-    def __init__(self, compute: str | None = None, provider: str | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        compute: str | None = None,
+        provider: str | None = None,
+        simulate: str | None = None,
+        **kwargs: Any,
+    ):
         settings = {k: kwargs.pop(k) for k in list(kwargs) if k in _SETTINGS}
+        if simulate is not None:
+            compute, provider = _from_simulate(simulate, compute, provider)
         settings.update(compute=compute, provider=provider)
         self.settings: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
         self.config = Config.load(self.settings)
@@ -58,6 +69,7 @@ class APIPod(FastAPI):
         self.queue = QueueFrontEnd(self.config)
         self._component_schemas: dict[str, Any] = {}
         self._handlers: dict[str, Callable[[Request], Awaitable[Response]]] = {}
+        self._literal_routes: dict[str, EndpointSpec] = {}
         kwargs.setdefault("title", "APIPod service")
         super().__init__(lifespan=self._lifespan, **kwargs)
         install_error_handlers(self)
@@ -104,14 +116,16 @@ class APIPod(FastAPI):
         ``queue_size`` (default: the ``queue_size`` setting, 500) bounds the jobs waiting
         for this endpoint; ``use_queue=False`` keeps it synchronous in queue mode;
         ``job_timeout`` overrides the ``job_timeout`` setting for its jobs.
+        The route is normalised as the original APIPod did (``/Single_File`` is served at
+        ``/single-file``); the path as written answers too, hidden from the schema.
         """
-        path = "/" + path.lstrip("/")
+        literal = "/" + path.lstrip("/")
         verbs = [m.upper() for m in (methods or ["POST"])]
 
         def register(func: F) -> F:
             spec = build_spec(
                 func,
-                path,
+                normalise_route(literal),
                 methods=verbs,
                 max_upload_file_size_mb=max_upload_file_size_mb,
                 queue_size=queue_size,
@@ -120,7 +134,7 @@ class APIPod(FastAPI):
                 summary=summary,
                 tags=tags,
             )
-            self._add_endpoint(spec)
+            self._add_endpoint(spec, literal)
             return func
 
         return register
@@ -146,11 +160,20 @@ class APIPod(FastAPI):
         run_app(self, host=host, port=port, **settings)
 
     # --- routes ----------------------------------------------------------------------------
-    def _add_endpoint(self, spec: EndpointSpec) -> None:
-        if spec.path in self.endpoints:
-            raise ValueError(f"endpoint {spec.path} is registered twice")
+    def _add_endpoint(self, spec: EndpointSpec, literal: str) -> None:
+        taken = self.endpoints.get(spec.path) or self._literal_routes.get(literal)
+        if taken is not None:
+            raise EndpointDefinitionError(
+                f"{spec.name} at {literal!r} and {taken.name} both serve the route "
+                f"{spec.path!r} (routes are lower case with '-' for '_'); rename one"
+            )
         self.endpoints[spec.path] = spec
         handler = self._handlers[spec.path] = self._make_handler(spec)
+        if literal != spec.path:
+            self._literal_routes[literal] = spec
+            self.add_api_route(
+                literal, handler, methods=spec.methods, name=spec.name, include_in_schema=False
+            )
         for method in spec.methods:  # one route per method: unique OpenAPI operation ids
             extra, components = openapi.operation_extra(spec, self.is_queued(spec), method)
             self._component_schemas.update(components)
@@ -173,12 +196,13 @@ class APIPod(FastAPI):
             limit = int((spec.max_upload_file_size_mb or self.config.max_upload_file_size_mb) * 1e6)
             raw = await read_inputs(request, spec, limit)
             try:
-                values = spec.validate_values(raw.values)
+                plain, files = spec.split_files(raw.values)
+                values = spec.validate_values(plain)
                 spec.check_required_media(raw.values)
                 payloads = {}
-                if spec.media_params:
+                if files:
                     payloads = await run_in_threadpool(
-                        read_media_inputs, spec, raw.values, self.url_policy
+                        read_media_inputs, spec, files, self.url_policy
                     )
                 if self.is_queued(spec):
                     return await self._submit(request, spec, values, payloads)
@@ -196,10 +220,11 @@ class APIPod(FastAPI):
         return handler
 
     async def _run_now(self, spec: EndpointSpec, values: dict, payloads: dict) -> Response:
-        kwargs = dict(values)
         if payloads:
-            kwargs.update(await run_in_threadpool(media_objects, spec, payloads))
-        result = await call_endpoint(spec, kwargs, JobProgress())
+            media = await run_in_threadpool(media_objects, spec, payloads)
+        else:
+            media = media_objects(spec, {})  # only the defaults: no I/O
+        result = await call_endpoint(spec, spec.call_arguments(values, media), JobProgress())
         return JSONResponse(result)
 
     async def _submit(
@@ -251,8 +276,8 @@ class APIPod(FastAPI):
         if any(m.cls is not ApiKeyMiddleware for m in self.user_middleware):
             return stack
         routes = {
-            (method, path): self._handlers[path]
-            for path, spec in self.endpoints.items()
+            (method, path): self._handlers[spec.path]
+            for path, spec in [*self.endpoints.items(), *self._literal_routes.items()]
             for method in spec.methods
         }
         status = self.queue.status_handler if self.config.queue_enabled else None
@@ -278,6 +303,37 @@ class APIPod(FastAPI):
             schemas.setdefault("FileModel", openapi.FILE_MODEL_SCHEMA)
             self.openapi_schema = schema
         return self.openapi_schema
+
+
+def normalise_route(path: str) -> str:
+    """The route the original APIPod served for ``path``: lower case, accents dropped,
+    every run of characters other than a-z, 0-9 and '/' turned into one '-'."""
+    text = unicodedata.normalize("NFD", path.lower().replace("\\", "/"))
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    text = re.sub(r"/+", "/", re.sub(r"[^a-z0-9/]+", "-", text))
+    text = text.strip("-")
+    return text if text.startswith("/") else "/" + text
+
+
+def _from_simulate(simulate: str, compute: str | None, provider: str | None) -> tuple[str, str]:
+    """``compute`` and ``provider`` from the original APIPod's ``simulate="serverless"``
+    (or ``"serverless-localhost"``, ``"dedicated"``)."""
+    if compute is not None or provider is not None:
+        raise ConfigError("Invalid arguments: pass either simulate= or compute=/provider=")
+    mode, _, where = (simulate.strip().lower() or "serverless").partition("-")
+    if mode not in COMPUTE_MODES:
+        raise ConfigError(
+            f"Invalid simulate={simulate!r}: use compute= one of {COMPUTE_MODES} "
+            f"and provider= one of {PROVIDERS}"
+        )
+    where = where or "localhost"
+    warnings.warn(
+        f"APIPod(simulate={simulate!r}) is deprecated; "
+        f"use APIPod(compute={mode!r}, provider={where!r})",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return mode, where
 
 
 def _caller_file() -> str | None:

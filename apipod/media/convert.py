@@ -69,6 +69,11 @@ def is_media_type(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, MEDIA_BASE)
 
 
+def is_upload(value: Any) -> bool:
+    """Whether ``value`` is an uploaded multipart part (a Starlette ``UploadFile``)."""
+    return hasattr(value, "file") and hasattr(value, "filename")
+
+
 def read_media(value: Any, media_cls: type, field: str, policy: UrlPolicy) -> MediaPayload:
     """Turn one client value into a checked :class:`MediaPayload` (raises MediaError)."""
     payload = _payload_from_value(value, field, policy)
@@ -77,7 +82,7 @@ def read_media(value: Any, media_cls: type, field: str, policy: UrlPolicy) -> Me
 
 
 def _payload_from_value(value: Any, field: str, policy: UrlPolicy) -> MediaPayload:
-    if hasattr(value, "file") and hasattr(value, "filename"):  # an uploaded multipart part
+    if is_upload(value):
         value.file.seek(0)
         return MediaPayload(value.file, value.filename, value.content_type)
     if isinstance(value, bytes):
@@ -170,8 +175,11 @@ def check_kind(payload: MediaPayload, media_cls: type, field: str) -> None:
         payload.content_type = detected.content_type
 
 
-def build_media(payload: MediaPayload, media_cls: type) -> MediaFile:
-    """A media-toolkit object of ``media_cls`` holding the payload's bytes."""
+def build_media(payload: MediaPayload, media_cls: type) -> MediaFile | bytes:
+    """A media-toolkit object of ``media_cls`` holding the payload's bytes (the bytes
+    themselves for a ``bytes`` parameter)."""
+    if media_cls is bytes:
+        return payload.read_all()
     media = media_cls(file_name=payload.file_name, content_type=payload.content_type)
     if isinstance(payload.data, bytes):
         return media.from_bytes(payload.data)

@@ -67,12 +67,11 @@ class JobRunner:
         return spec.func(**kwargs)
 
     def _arguments(self, spec: EndpointSpec, inputs: dict[str, Any]) -> dict[str, Any]:
-        kwargs = spec.validate_values(inputs)
+        plain, files = spec.split_files(inputs, is_stored_file=_is_stored_file)
         load = lambda param, stored: self._load_media(stored, param.media_cls)  # noqa: E731
-        kwargs.update(media_arguments(spec, inputs, load))
-        return kwargs
+        return spec.call_arguments(spec.validate_values(plain), media_arguments(spec, files, load))
 
-    def _load_media(self, stored: dict[str, Any], media_cls: Any) -> MediaFile:
+    def _load_media(self, stored: dict[str, Any], media_cls: Any) -> MediaFile | bytes:
         data = self._store.read_file(stored[FILE_KEY])
         payload = MediaPayload(data, stored.get("file_name"), stored.get("content_type"))
         return build_media(payload, media_cls)
@@ -81,6 +80,10 @@ class JobRunner:
         name = f"result-{number}-{media.file_name or 'file'}"
         ref = self._store.put_file(job_id, name, media.to_bytes())
         return {FILE_KEY: ref, "file_name": media.file_name, "content_type": media.content_type}
+
+
+def _is_stored_file(value: Any) -> bool:
+    return isinstance(value, dict) and FILE_KEY in value
 
 
 def _error_text(exc: BaseException) -> str:
