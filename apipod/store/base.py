@@ -178,7 +178,8 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     def finish(self, job_id: str, worker_id: str, result: Any) -> bool:
-        """processing → finished with ``result`` (JSON-able). False when not owned."""
+        """processing → finished with ``result`` (JSON-able) and progress 1.0 (the last
+        message stays). False when not owned."""
 
     @abc.abstractmethod
     def fail(self, job_id: str, worker_id: str, error: str) -> bool:

@@ -216,7 +216,7 @@ class Statements:
     heartbeat: str = f"UPDATE jobs SET lease_expires_at = ? WHERE {_OWNED}"
     set_progress: str = f"UPDATE jobs SET progress = ?, message = ? WHERE {_OWNED}"
     finish: str = (
-        "UPDATE jobs SET status = 'finished', result = ?, finished_at = ?,"
+        "UPDATE jobs SET status = 'finished', result = ?, finished_at = ?, progress = 1.0,"
         f" lease_expires_at = NULL WHERE {_OWNED}"
     )
     end: str = (

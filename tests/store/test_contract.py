@@ -121,6 +121,17 @@ def test_only_the_owner_acts_on_a_job(store: JobStore) -> None:
     assert store.get(job.id).progress == 0.5 and store.get(job.id).message == "half"
 
 
+def test_a_finished_job_reports_full_progress_and_keeps_its_message(store: JobStore) -> None:
+    job = claimed(store_with_job(store))
+    assert store.set_progress(job.id, "w1", 0.8, "almost done") is True
+    assert store.finish(job.id, "w1", "ready") is True
+    done = store.get(job.id)
+    assert (done.progress, done.message) == (1.0, "almost done")
+    other = claimed(store_with_job(store))
+    assert store.fail(other.id, "w1", "boom") is True
+    assert store.get(other.id).progress is None  # only a finished job is complete
+
+
 def store_with_job(store: JobStore) -> JobStore:
     submit(store)
     return store
