@@ -61,6 +61,7 @@ def operation_extra(
         extra["parameters"] = _query_parameters(spec, properties, required)
         return extra, components
     extra["requestBody"] = _request_body(spec, properties, required)
+    _document_original_shapes(extra["requestBody"], spec, properties, components)
     return extra, components
 
 
@@ -118,3 +119,58 @@ def _responses(queued: bool) -> dict[str, Any]:
     if queued:
         responses["429"] = {"description": "Queue full; retry after the Retry-After seconds"}
     return responses
+
+
+def _document_original_shapes(
+    body: dict[str, Any],
+    spec: EndpointSpec,
+    properties: dict[str, Any],
+    components: dict[str, Any],
+) -> None:
+    """The shapes the original APIPod's clients send: a union of file and other types
+    takes either, and in forms a model parameter's fields come flattened (a JSON text of
+    the whole object in a field named after the parameter is accepted too)."""
+    for content_type, media in body["content"].items():
+        schema = media["schema"] = {**media["schema"]}  # content types may share one
+        schema["properties"] = dict(schema["properties"])
+        for param in spec.media_params:
+            if param.plain is not None:
+                file_schema = schema["properties"][param.name]
+                schema["properties"][param.name] = {"anyOf": [file_schema, properties[param.name]]}
+        if content_type != "application/json":
+            for param in spec.params:
+                if param.is_model and not param.is_list:
+                    _flatten_model(schema, param, properties[param.name], components, spec)
+
+
+def _flatten_model(
+    schema: dict[str, Any],
+    param: Param,
+    param_schema: dict[str, Any],
+    components: dict[str, Any],
+    spec: EndpointSpec,
+) -> None:
+    model = components.get(_ref_name(param_schema) or "")
+    if model is None:
+        return
+    own = schema["properties"].pop(param.name)
+    flat = {k: v for k, v in model.get("properties", {}).items() if spec.param(k) is None}
+    schema["properties"].update(flat)
+    required = [name for name in schema.get("required", []) if name != param.name]
+    if param.name in schema.get("required", []):
+        required += [name for name in model.get("required", []) if name in flat]
+    if required:
+        schema["required"] = required
+    else:
+        schema.pop("required", None)
+    if not flat:
+        schema["properties"][param.name] = own
+
+
+def _ref_name(schema: dict[str, Any]) -> str | None:
+    """The component name a (possibly Optional) model schema refers to."""
+    for candidate in [schema, *schema.get("anyOf", [])]:
+        ref = candidate.get("$ref")
+        if isinstance(ref, str):
+            return ref.rsplit("/", 1)[-1]
+    return None

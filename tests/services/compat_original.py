@@ -137,9 +137,7 @@ def media_lists(
 
 
 @app.endpoint("/optional_without_default")
-def optional_without_default(
-    word: Optional[str], image: Optional[ImageFile], dish: Optional[Dish]
-):
+def optional_without_default(word: Optional[str], image: Optional[ImageFile], dish: Optional[Dish]):
     return {"word": word, "image": describe(image), "dish": dish.model_dump() if dish else None}
 
 
