@@ -354,7 +354,7 @@ def _refuse_uploads(values: Mapping[str, Any]) -> None:
 def coerce_form_value(param: Param, values: list[Any]) -> Any:
     """Form fields arrive as strings (and repeat for lists): shape them for validation."""
     if param.is_list:
-        return [_coerce_one(param, v) for v in values if v != ""]
+        return [_coerce_one(param, v) for v in _form_list(values) if v != ""]
     value = values[-1]
     if value == "" and str not in _members(param.inner):
         # An empty form field means "not given", as with FastAPI's Form().
@@ -370,7 +370,7 @@ def model_field_value(model_field: FieldInfo, values: list[Any]) -> Any:
     model or dict field JSON text, any other the last value."""
     annotation, _ = _strip_optional(model_field.annotation)
     if typing.get_origin(annotation) in _LIST_ORIGINS:
-        return values
+        return _form_list(values)
     value = values[-1]
     nested = annotation is dict or typing.get_origin(annotation) is dict or _is_model(annotation)
     if nested and isinstance(value, str):
@@ -379,6 +379,19 @@ def model_field_value(model_field: FieldInfo, values: list[Any]) -> Any:
         except json.JSONDecodeError:
             return value
     return value
+
+
+def _form_list(values: list[Any]) -> list[Any]:
+    """A list sent as repeated form fields, or as one field of JSON array text (how
+    fastsdk and the original's clients send lists in a form)."""
+    if len(values) == 1 and isinstance(values[0], str) and values[0].lstrip().startswith("["):
+        try:
+            parsed = json.loads(values[0])
+        except json.JSONDecodeError:
+            return values
+        if isinstance(parsed, list):
+            return parsed
+    return values
 
 
 def _is_model(annotation: Any) -> bool:

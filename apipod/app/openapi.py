@@ -121,6 +121,12 @@ def _responses(queued: bool) -> dict[str, Any]:
     return responses
 
 
+JSON_ALSO_ACCEPTED = (
+    "Also accepted as a JSON object of the parameters: files as base64, a data: URL, an "
+    "http(s) URL or a FileModel object; a model parameter as a nested object."
+)
+
+
 def _document_original_shapes(
     body: dict[str, Any],
     spec: EndpointSpec,
@@ -129,18 +135,27 @@ def _document_original_shapes(
 ) -> None:
     """The shapes the original APIPod's clients send: a union of file and other types
     takes either, and in forms a model parameter's fields come flattened (a JSON text of
-    the whole object in a field named after the parameter is accepted too)."""
-    for content_type, media in body["content"].items():
+    the whole object in a field named after the parameter is accepted too).
+
+    An endpoint with file or model parameters documents only the form encodings, as the
+    original did: clients generated from the schema (fastsdk) prefer JSON when it is
+    listed and then can neither upload files nor send a model's fields flattened. JSON
+    is still accepted; the description says how.
+    """
+    flattened = any(p.is_model and not p.is_list for p in spec.params)
+    if spec.media_params or flattened:
+        body["content"].pop("application/json", None)
+        body["description"] = JSON_ALSO_ACCEPTED
+    for media in body["content"].values():
         schema = media["schema"] = {**media["schema"]}  # content types may share one
         schema["properties"] = dict(schema["properties"])
         for param in spec.media_params:
             if param.plain is not None:
                 file_schema = schema["properties"][param.name]
                 schema["properties"][param.name] = {"anyOf": [file_schema, properties[param.name]]}
-        if content_type != "application/json":
-            for param in spec.params:
-                if param.is_model and not param.is_list:
-                    _flatten_model(schema, param, properties[param.name], components, spec)
+        for param in spec.params:
+            if param.is_model and not param.is_list:  # only form encodings are left
+                _flatten_model(schema, param, properties[param.name], components, spec)
 
 
 def _flatten_model(
