@@ -167,17 +167,23 @@ class EndpointSpec:
             (files if is_file else plain)[name] = value
         return plain, files
 
-    def validate_values(self, plain: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate the plain (non-file) inputs; return them as python objects.
+    def validate_values(
+        self, plain: Mapping[str, Any], given: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Validate the plain (non-file) inputs; return them as python objects. With
+        ``given`` (all the client's values), missing files are reported in the same error.
 
         A union parameter appears in the result only when it was given a plain value.
         """
         values = {k: v for k, v in plain.items() if k in self.input_model.model_fields}
         _refuse_uploads(values)
+        errors = [] if given is None else self._missing_files(given)
         try:
             model = self.input_model.model_validate(values)
         except ValidationError as exc:
-            raise InputValidationError(_fastapi_errors(exc)) from None
+            raise InputValidationError(_fastapi_errors(exc) + errors) from None
+        if errors:
+            raise InputValidationError(errors)
         return {
             name: getattr(model, name)
             for name in type(model).model_fields
@@ -185,9 +191,15 @@ class EndpointSpec:
         }
 
     def check_required_media(self, raw: Mapping[str, Any]) -> None:
-        missing = [p for p in self.media_params if p.required and raw.get(p.name) in (None, [])]
-        if missing:
-            raise InputValidationError([_missing_error(p.name) for p in missing])
+        if errors := self._missing_files(raw):
+            raise InputValidationError(errors)
+
+    def _missing_files(self, raw: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return [
+            _missing_error(p.name)
+            for p in self.media_params
+            if p.required and raw.get(p.name) in (None, [])
+        ]
 
     def call_arguments(self, values: dict[str, Any], media: dict[str, Any]) -> dict[str, Any]:
         """The function's keyword arguments from validated values and media arguments

@@ -197,8 +197,7 @@ class APIPod(FastAPI):
             raw = await read_inputs(request, spec, limit)
             try:
                 plain, files = spec.split_files(raw.values)
-                values = spec.validate_values(plain)
-                spec.check_required_media(raw.values)
+                values = spec.validate_values(plain, given=raw.values)
                 payloads = {}
                 if files:
                     payloads = await run_in_threadpool(
