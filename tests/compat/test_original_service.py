@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from apipod import FileModel, JobResult
 from apipod.loader import load_app
 from tests.app.support import mp4_bytes, png_bytes, wav_bytes
 from tests.helpers import SERVICES, running_service, serve_in_thread
@@ -150,8 +151,9 @@ def test_optional_without_default_may_be_left_out(service: Service, encoding: st
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_echo_image(service: Service, encoding: str) -> None:
     result = service.call("/echo-image", **send(encoding, {}, {"image": PNG}))
-    assert base64.b64decode(result["content"]) == PNG
-    assert result["content_type"] == "image/png"
+    echoed = FileModel.model_validate(result)
+    assert base64.b64decode(echoed.content) == PNG
+    assert echoed.content_type == "image/png"
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
@@ -278,5 +280,5 @@ def test_progress_job(service: Service) -> None:
         assert body == "Your fries curly are ready (2)"
         return
     assert body["status"] == "finished" and body["result"] == "Your fries curly are ready (2)"
-    status = service.client.get(body["links"]["status"]).json()
-    assert (status["progress"], status["message"]) == (1.0, "almost done")
+    status = JobResult.model_validate(service.client.get(body["links"]["status"]).json())
+    assert (status.progress, status.message) == (1.0, "almost done")
