@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from media_toolkit import AudioFile, ImageFile, MediaFile, VideoFile
+from media_toolkit import AudioFile, ImageFile, MediaDict, MediaFile, MediaList, VideoFile
 from media_toolkit.core.content_detectors import ContentDetector
 from pydantic import BaseModel
 
@@ -212,6 +212,10 @@ def encode_result(value: Any, encode_media: Callable[[MediaFile], Any] = file_mo
 
 
 def _encode_other(value: Any, encode_media: Callable[[MediaFile], Any]) -> Any:
+    if isinstance(value, MediaList):  # media-toolkit containers, as the original returned
+        return encode_result(list(value), encode_media)
+    if isinstance(value, MediaDict):
+        return encode_result(dict(value.items()), encode_media)
     if isinstance(value, enum.Enum):
         return encode_result(value.value, encode_media)
     if isinstance(value, decimal.Decimal):

@@ -216,6 +216,14 @@ def test_media_lists(service: Service, encoding: str) -> None:
     }
 
 
+def test_media_containers_come_back_as_file_models(service: Service) -> None:
+    result = service.call(
+        "/media-containers-out", files=[("images", ("a.png", PNG)), ("images", ("b.png", PNG))]
+    )
+    assert [base64.b64decode(item["content"]) for item in result["list"]] == [PNG, PNG]
+    assert base64.b64decode(result["dict"]["first"]["content"]) == PNG
+
+
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_mixed_endpoint(service: Service, encoding: str) -> None:
     files = {

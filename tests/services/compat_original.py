@@ -20,6 +20,7 @@ from apipod import (
     FileModel,
     ImageFile,
     JobProgress,
+    MediaDict,
     MediaFile,
     MediaList,
     VideoFile,
@@ -134,6 +135,12 @@ def media_lists(
         "anything_type": type(anything).__name__,
         "more": describe(more),
     }
+
+
+@app.endpoint("/media_containers_out")
+def media_containers_out(images: List[ImageFile]):
+    as_list = MediaList().from_any(images)
+    return {"list": as_list, "dict": MediaDict().from_any({"first": images[0]})}
 
 
 @app.endpoint("/optional_without_default")
