@@ -188,6 +188,16 @@ class APIPod(FastAPI):
                 openapi_extra=extra,
             )
 
+    def spec_for(self, path: str) -> EndpointSpec | None:
+        """The endpoint at ``path``, normalised or as written (jobs queued by a version
+        that stored the literal path still find their endpoint)."""
+        return self.endpoints.get(path) or self._literal_routes.get(path)
+
+    def queued_routes(self) -> list[str]:
+        """The endpoint paths whose jobs workers run, normalised and as written."""
+        specs = [*self.endpoints.items(), *self._literal_routes.items()]
+        return [path for path, spec in specs if self.is_queued(spec)]
+
     def is_queued(self, spec: EndpointSpec) -> bool:
         return self.config.queue_enabled and spec.use_queue is not False
 

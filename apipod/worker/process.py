@@ -163,7 +163,7 @@ class Worker:
 
     def _loop(self, app: APIPod) -> int:
         runner = JobRunner(app, self.store, self.spec.worker_id, self.spec.config.lease_s)
-        endpoints = [path for path, spec in app.endpoints.items() if app.is_queued(spec)]
+        endpoints = app.queued_routes()
         while not self.stop.is_set():
             job = self.store.claim(self.spec.worker_id, self.spec.config.lease_s, endpoints)
             if job is None:

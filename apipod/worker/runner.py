@@ -35,7 +35,7 @@ class JobRunner:
         self._loop = asyncio.new_event_loop()
 
     def run(self, job: Job) -> None:
-        spec = self._app.endpoints.get(job.endpoint)
+        spec = self._app.spec_for(job.endpoint)
         if spec is None:
             self._store.fail(
                 job.id, self._worker_id, f"this service has no endpoint {job.endpoint}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,8 +20,9 @@ import pytest
 
 from apipod import FileModel, JobResult
 from apipod.loader import load_app
+from apipod.store import open_store
 from tests.app.support import mp4_bytes, png_bytes, wav_bytes
-from tests.helpers import SERVICES, running_service, serve_in_thread
+from tests.helpers import SERVICES, running_service, serve_in_thread, wait_for_status
 
 PNG = png_bytes(8, seed=1)
 WAV = wav_bytes()
@@ -49,9 +51,10 @@ class Service:
     """A served compat_original: ``call`` returns the function's result (or raises with
     the HTTP error), ``post`` the raw response."""
 
-    def __init__(self, client: httpx.Client, queued: bool) -> None:
+    def __init__(self, client: httpx.Client, queued: bool, data_dir: Path | None = None) -> None:
         self.client = client
         self.queued = queued
+        self.data_dir = data_dir
 
     def post(self, path: str, **request: Any) -> httpx.Response:
         params = {"wait": 60} if self.queued else None
@@ -80,7 +83,7 @@ def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         running_service(tmp, "compat_original.py", **settings) as svc,
         httpx.Client(base_url=svc.url, timeout=90) as client,
     ):
-        yield Service(client, queued=True)
+        yield Service(client, queued=True, data_dir=Path(svc.env["APIPOD_DATA_DIR"]))
 
 
 def send(encoding: str, fields: dict[str, Any], files: dict[str, bytes] | None = None):
@@ -278,6 +281,20 @@ def test_routes_are_normalised_and_the_literal_path_answers_hidden(service: Serv
     args = {"json": {"text": "a", "count": 1}}
     assert service.call("/plain_scalars", **args) == service.call("/plain-scalars", **args)
     assert base64.b64decode(service.call("/Echo_Image", json={"image": b64(PNG)})["content"])
+
+
+def test_a_job_queued_under_the_literal_path_still_runs(service: Service) -> None:
+    if service.data_dir is None:
+        pytest.skip("queue mode only")
+    data_dir = service.data_dir.resolve()
+    store = open_store(f"sqlite:///{data_dir / 'apipod.db'}", data_dir)
+    try:
+        inputs = {"text": "queued before", "count": 2}
+        job = store.enqueue("/plain_scalars", inputs, queue_size=10, max_attempts=1)
+    finally:
+        store.close()
+    body = wait_for_status(service.client, job.id, {"finished", "failed"}, timeout=60)
+    assert body["result"] == {**inputs, "ratio": 1.0, "flag": False}, body
 
 
 def test_progress_job(service: Service) -> None:
