@@ -17,8 +17,12 @@ Rules every backend keeps:
   return ``False`` otherwise, so a late result from a killed or expired worker is dropped
   and no job is ever finished twice.
 - Terminal statuses (finished, failed, timeout, cancelled) are final; ``finished_at`` is
-  set when a job becomes terminal, and ``expire`` deletes terminal jobs (and their files)
-  ``ttl`` seconds after that.
+  set when a job becomes terminal, and ``expire`` deletes terminal jobs (and their files
+  and chunks) ``ttl`` seconds after that.
+- Chunks (streamed output): ``append_chunks`` numbers a job's chunks 1, 2, ... in the
+  order written, across attempts (a retry continues the numbering), and writes only
+  while the caller owns the job, in one transaction per call. A reader that saw chunk
+  ``n`` never later sees a new chunk numbered ``n`` or lower.
 - Every method is synchronous and thread-safe; the HTTP front end calls them from a thread
   pool. Errors of the database (locked, disk full, gone) raise ``StoreUnavailable``.
 """
@@ -88,6 +92,15 @@ class Job:
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One streamed output value of a job: ``data`` is its JSON text."""
+
+    seq: int
+    attempt: int
+    data: str
 
 
 @dataclass(frozen=True)
@@ -215,6 +228,19 @@ class JobStore(abc.ABC):
         """Delete up to ``batch_size`` terminal jobs that ended more than ``ttl_s`` ago,
         and their files. Returns how many were deleted."""
 
+    # --- streamed output ------------------------------------------------------------------
+    @abc.abstractmethod
+    def append_chunks(self, job_id: str, worker_id: str, values: Sequence[Any]) -> int | None:
+        """Append JSON-able ``values`` to the job's chunks (one transaction; the numbers
+        continue after the job's last chunk, of any attempt, each tagged with the job's
+        current attempt). Returns the number of the last chunk written, or None (and
+        writes nothing) when the worker does not own the job. Non-JSON values raise
+        TypeError before anything is written."""
+
+    @abc.abstractmethod
+    def read_chunks(self, job_id: str, after_seq: int = 0, limit: int = 1000) -> list[Chunk]:
+        """Up to ``limit`` chunks of the job numbered above ``after_seq``, in order."""
+
     # --- wake-ups ------------------------------------------------------------------------
     @abc.abstractmethod
     def wait_for_work(self, timeout: float) -> None:
@@ -227,6 +253,12 @@ class JobStore(abc.ABC):
         """Block until some job became terminal or ``timeout`` passed; return the ids of
         the jobs that did, as far as known (a hint: the list may be incomplete, and is
         empty on timeout). Every transition to a terminal status sends the wake-up."""
+
+    @abc.abstractmethod
+    def wait_for_stream(self, timeout: float) -> list[str]:
+        """Block until some job got chunks or changed status, progress or message, or
+        ``timeout`` passed; return those jobs' ids as far as known (a hint, as with
+        ``wait_for_results``)."""
 
     # --- files -----------------------------------------------------------------------------
     @abc.abstractmethod

@@ -28,8 +28,10 @@ clocks in sync (NTP), as leases compare them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import psycopg
 import sqlalchemy
 from psycopg import errors as pg_errors
 from psycopg import sql as pgsql
@@ -39,12 +41,13 @@ from sqlalchemy.pool import NullPool
 from apipod.store.pgconn import ConnectionPool, NotifyChannel
 from apipod.store.pgfiles import BlobFiles
 from apipod.store.sql import TERMINAL_SQL, ts_in
-from apipod.store.sqlstore import FileBackend, Params, Row, SqlJobStore, Wakeup
+from apipod.store.sqlstore import FileBackend, Params, Row, SqlJobStore, T, Transaction, Wakeup
 
 log = logging.getLogger(__name__)
 
 WORK_CHANNEL = "apipod_work"
 RESULTS_CHANNEL = "apipod_results"
+STREAM_CHANNEL = "apipod_stream"
 #: Advisory-lock class ids (the first of the two int4 keys): "apqu" and "aptt".
 QUEUE_LOCK_CLASS = 0x61707175
 EXPIRE_LOCK_CLASS = 0x61707474
@@ -74,7 +77,8 @@ _TRY_LOCK_EXPIRE = "SELECT pg_try_advisory_xact_lock(%s::int4, 0)"
 _EXPIRE = (
     "WITH doomed AS (SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < %s"
     f" AND status IN {TERMINAL_SQL} ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED),"
-    " files_gone AS (DELETE FROM files WHERE job_id IN (SELECT id FROM doomed))"
+    " files_gone AS (DELETE FROM files WHERE job_id IN (SELECT id FROM doomed)),"
+    " chunks_gone AS (DELETE FROM chunks WHERE job_id IN (SELECT id FROM doomed))"
     " DELETE FROM jobs WHERE id IN (SELECT id FROM doomed)"
 )
 
@@ -92,6 +96,7 @@ class PostgresStore(SqlJobStore):
     dialect = "postgresql"
     paramstyle = "format"
     claim_lock_suffix = " FOR UPDATE SKIP LOCKED"
+    chunk_lock_suffix = " FOR SHARE"
     fast_local_reads = False
 
     def __init__(
@@ -138,6 +143,11 @@ class PostgresStore(SqlJobStore):
             NotifyChannel(self._conninfo, RESULTS_CHANNEL, connect_timeout_s=timeout),
         )
 
+    def _open_stream_wakeup(self) -> Wakeup:
+        return NotifyChannel(
+            self._conninfo, STREAM_CHANNEL, connect_timeout_s=self._connect_timeout_s
+        )
+
     # --- primitives ------------------------------------------------------------------------
     def _read(self, sql: str, params: Params = ()) -> list[Row]:
         with self._pool.connection() as conn:
@@ -163,6 +173,10 @@ class PostgresStore(SqlJobStore):
             cursor.nextset()  # past the lock's result: the INSERT's
             row = cursor.fetchone()
         return None if row is None else row[0]
+
+    def _transaction(self, work: Callable[[Transaction], T]) -> T:
+        with self._pool.connection() as conn, conn.transaction():
+            return work(_PgTransaction(conn))
 
     # --- verbs with a PostgreSQL form --------------------------------------------------------
     def expire(self, ttl_s: float, batch_size: int = 500) -> int:
@@ -195,3 +209,17 @@ class PostgresStore(SqlJobStore):
         if self._engine is not None:
             self._engine.dispose()
         super().close()
+
+
+class _PgTransaction:
+    """Statements on one connection inside its open transaction."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self._conn = conn
+
+    def rows(self, sql: str, params: Params = ()) -> list[Row]:
+        return self._conn.execute(sql, params).fetchall()
+
+    def many(self, sql: str, rows: Sequence[Params]) -> None:
+        with self._conn.cursor() as cursor:
+            cursor.executemany(sql, rows)

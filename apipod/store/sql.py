@@ -195,6 +195,12 @@ def claim_sql(endpoint_count: int, lock_suffix: str = "") -> str:
     )
 
 
+def chunk_guard_sql(lock_suffix: str = "") -> str:
+    """The attempt of a job the worker owns (no row when not owned). Parameters: job id,
+    worker. ``lock_suffix`` (e.g. ``FOR SHARE``) holds off a release until commit."""
+    return f"SELECT attempts FROM jobs WHERE {_OWNED}{lock_suffix}"
+
+
 def list_jobs_sql(by_status: bool, by_endpoint: bool) -> str:
     """History query, newest first. Parameters: [status], [endpoint], limit."""
     conditions = [c for c, on in (("status = ?", by_status), ("endpoint = ?", by_endpoint)) if on]
@@ -252,6 +258,11 @@ class Statements:
         "DELETE FROM workers WHERE heartbeat_at < ? AND state <> 'failed' RETURNING id"
     )
     list_workers: str = f"SELECT {', '.join(WORKER_COLUMNS)} FROM workers ORDER BY id"
+    last_chunk: str = "SELECT COALESCE(MAX(seq), 0) FROM chunks WHERE job_id = ?"
+    insert_chunk: str = "INSERT INTO chunks (job_id, seq, attempt, data) VALUES (?, ?, ?, ?)"
+    read_chunks: str = (
+        "SELECT seq, attempt, data FROM chunks WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+    )
 
 
 def build_statements(paramstyle: str = "qmark", claim_lock_suffix: str = "") -> Statements:

@@ -18,13 +18,14 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import sqlalchemy
 from sqlalchemy.pool import NullPool
 
 from apipod.errors import StoreUnavailable
-from apipod.store.sqlstore import Params, Row, SqlJobStore
+from apipod.store.sqlstore import Params, Row, SqlJobStore, T, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,22 @@ class SqliteStore(SqlJobStore):
         finally:
             self._write_lock.release()
 
+    def _transaction(self, work: Callable[[Transaction], T]) -> T:
+        conn = self._take_writer()
+        try:
+            self._busy_retry(conn, "BEGIN IMMEDIATE")
+            try:
+                result = work(_SqliteTransaction(conn))
+                conn.execute("COMMIT")
+                return result
+            finally:
+                if conn.in_transaction:
+                    conn.rollback()
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        finally:
+            self._write_lock.release()
+
     # --- lifecycle -------------------------------------------------------------------------------
     def migrate(self) -> list[str]:
         """Apply pending migrations (see :mod:`apipod.store.migrate`); their versions."""
@@ -252,3 +269,16 @@ class SqliteStore(SqlJobStore):
                 self._write_lock.release()
         self._engine.dispose()
         super().close()
+
+
+class _SqliteTransaction:
+    """Statements on the writer inside its open ``BEGIN IMMEDIATE``."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def rows(self, sql: str, params: Params = ()) -> list[Row]:
+        return self._conn.execute(sql, params).fetchall()
+
+    def many(self, sql: str, rows: Sequence[Params]) -> None:
+        self._conn.executemany(sql, rows)

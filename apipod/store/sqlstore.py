@@ -1,8 +1,9 @@
 """The job store verbs, written once for every SQL dialect.
 
 :class:`SqlJobStore` implements the :class:`~apipod.store.base.JobStore` contract on top of
-four primitives a dialect class provides (``_read``, ``_write``, ``_write_rows`` and
-``_insert_job``, the one read-then-write transaction). Every state change is a single
+five primitives a dialect class provides (``_read``, ``_write``, ``_write_rows``,
+``_insert_job``, the one read-then-write transaction of a submit, and ``_transaction``,
+several statements in one transaction, for appending chunks). Every state change is a single
 ``UPDATE ... WHERE <expected state> [RETURNING ...]``, so it is atomic on any database and
 ownership is checked in the same statement that changes the row. Media files and
 wake-ups live in the data directory by default; a dialect may store them elsewhere
@@ -16,13 +17,14 @@ import abc
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from apipod.errors import QueueFull
-from apipod.store.base import Job, JobStatus, JobStore, WorkerInfo
+from apipod.store.base import Chunk, Job, JobStatus, JobStore, WorkerInfo
 from apipod.store.localfiles import LocalFiles, check_job_id
 from apipod.store.sql import (
     build_statements,
+    chunk_guard_sql,
     claim_sql,
     dump_json,
     format_ts,
@@ -54,6 +56,17 @@ class FileBackend(Protocol):
     def delete_job(self, job_id: str) -> None: ...
 
 
+class Transaction(Protocol):
+    """Statements inside one open transaction (see ``SqlJobStore._transaction``)."""
+
+    def rows(self, sql: str, params: Params = ()) -> list[Row]: ...
+
+    def many(self, sql: str, rows: Sequence[Params]) -> None: ...
+
+
+T = TypeVar("T")
+
+
 class Wakeup(Protocol):
     """One wake-up channel (:class:`~apipod.store.wakeup.FifoWakeup` by default)."""
 
@@ -72,6 +85,8 @@ class SqlJobStore(JobStore):
     paramstyle: str = "qmark"
     #: Appended to the claim's subquery, e.g. ``" FOR UPDATE SKIP LOCKED"``.
     claim_lock_suffix: str = ""
+    #: Appended to the ownership check of ``append_chunks``, e.g. ``" FOR SHARE"``.
+    chunk_lock_suffix: str = ""
 
     def __init__(self, data_dir: str | Path) -> None:
         self._data_dir = Path(data_dir)
@@ -80,8 +95,10 @@ class SqlJobStore(JobStore):
             (lambda sql: sql) if self.paramstyle == "qmark" else to_format
         )
         self._dynamic_sql: dict[tuple[Any, ...], str] = {}
+        self._chunk_guard = self._adapt(chunk_guard_sql(self.chunk_lock_suffix))
         self._files: FileBackend = self._open_files()
         self._work, self._results = self._open_wakeups()
+        self._stream = self._open_stream_wakeup()
 
     def _open_files(self) -> FileBackend:
         """The media backend: plain files under ``<data_dir>/files``."""
@@ -92,6 +109,10 @@ class SqlJobStore(JobStore):
         database sends the wake-ups itself returns channels whose ``notify`` does nothing."""
         run_dir = self._data_dir / "run"
         return FifoWakeup(run_dir / "work.fifo"), FifoWakeup(run_dir / "results.fifo")
+
+    def _open_stream_wakeup(self) -> Wakeup:
+        """The stream channel (chunks written, status/progress/message changed)."""
+        return FifoWakeup(self._data_dir / "run" / "stream.fifo")
 
     # --- primitives ----------------------------------------------------------------------
     @abc.abstractmethod
@@ -112,6 +133,11 @@ class SqlJobStore(JobStore):
         ``queue_size``, run ``insert_job``. The new seq, or None when the queue is full.
         A duplicate job id raises ValueError."""
 
+    @abc.abstractmethod
+    def _transaction(self, work: Callable[[Transaction], T]) -> T:
+        """Run ``work`` in one write transaction; commit when it returns, roll back when
+        it raises."""
+
     def _cached_sql(self, key: tuple[Any, ...], build: Callable[[], str]) -> str:
         sql = self._dynamic_sql.get(key)
         if sql is None:
@@ -122,6 +148,7 @@ class SqlJobStore(JobStore):
     def close(self) -> None:
         self._work.close()
         self._results.close()
+        self._stream.close()
 
     # --- jobs: the client side ----------------------------------------------------------------
     def enqueue(
@@ -199,7 +226,11 @@ class SqlJobStore(JobStore):
             sql = self._cached_sql(("claim", len(names)), lambda: claim_sql(len(names), lock))
         now = utcnow()
         rows = self._write_rows(sql, (worker_id, format_ts(now), ts_in(lease_s, now), *names))
-        return row_to_job(rows[0]) if rows else None
+        if not rows:
+            return None
+        job = row_to_job(rows[0])
+        self._notify_stream(job.id)
+        return job
 
     def heartbeat(self, job_id: str, worker_id: str, lease_s: float) -> bool:
         return self._write(self._sql.heartbeat, (ts_in(lease_s), job_id, worker_id)) == 1
@@ -209,7 +240,10 @@ class SqlJobStore(JobStore):
     ) -> bool:
         progress = None if progress is None else float(progress)
         params = (progress, message, job_id, worker_id)
-        return self._write(self._sql.set_progress, params) == 1
+        if self._write(self._sql.set_progress, params) != 1:
+            return False
+        self._notify_stream(job_id)
+        return True
 
     def finish(self, job_id: str, worker_id: str, result: Any) -> bool:
         """See :meth:`JobStore.finish`. A result that is not JSON-able raises TypeError
@@ -235,12 +269,17 @@ class SqlJobStore(JobStore):
 
     def _notify_result(self, job_id: str) -> None:
         self._results.notify(f"{job_id}\n".encode())
+        self._notify_stream(job_id)
+
+    def _notify_stream(self, job_id: str) -> None:
+        self._stream.notify(f"{job_id}\n".encode())
 
     def requeue(self, job_id: str, worker_id: str) -> bool:
         params = ("requeued at shutdown", job_id, worker_id)
         if self._write(self._sql.requeue, params) != 1:
             return False
         self._work.notify()
+        self._notify_stream(job_id)
         return True
 
     def release(self, job_id: str, worker_id: str, error: str) -> JobStatus | None:
@@ -268,6 +307,7 @@ class SqlJobStore(JobStore):
         for job_id, status in rows:
             if status == JobStatus.QUEUED.value:
                 self._work.notify()
+                self._notify_stream(job_id)
             else:
                 self._notify_result(job_id)
         return rows
@@ -286,16 +326,49 @@ class SqlJobStore(JobStore):
         # Pad the id list to the batch size so the statement text is always the same:
         # one text per list length would fill the driver's prepared-statement cache.
         padded = ids + [ids[-1]] * (int(batch_size) - len(ids))
-        sql = self._cached_sql(("expire", len(padded)), lambda: _delete_jobs_sql(len(padded)))
+        chunks_sql = self._cached_sql(
+            ("expire-chunks", len(padded)), lambda: _delete_sql("chunks", "job_id", len(padded))
+        )
+        self._write(chunks_sql, padded)
+        sql = self._cached_sql(
+            ("expire", len(padded)), lambda: _delete_sql("jobs", "id", len(padded))
+        )
         return self._write(sql, padded)
+
+    # --- streamed output --------------------------------------------------------------------
+    def append_chunks(self, job_id: str, worker_id: str, values: Sequence[Any]) -> int | None:
+        """See :meth:`JobStore.append_chunks`. The ownership check, the last number and
+        the inserts are one transaction (PostgreSQL: the job row is share-locked, so a
+        release cannot slip in before the commit)."""
+        texts = [dump_json(value) for value in values]
+
+        def append(tx: Transaction) -> int | None:
+            owned = tx.rows(self._chunk_guard, (job_id, worker_id))
+            if not owned:
+                return None
+            last = tx.rows(self._sql.last_chunk, (job_id,))[0][0]
+            rows = [(job_id, last + n, owned[0][0], text) for n, text in enumerate(texts, 1)]
+            tx.many(self._sql.insert_chunk, rows)
+            return last + len(rows)
+
+        last_seq = self._transaction(append)
+        if last_seq is not None and texts:
+            self._notify_stream(job_id)
+        return last_seq
+
+    def read_chunks(self, job_id: str, after_seq: int = 0, limit: int = 1000) -> list[Chunk]:
+        rows = self._read(self._sql.read_chunks, (job_id, int(after_seq), max(int(limit), 0)))
+        return [Chunk(seq, attempt, data) for seq, attempt, data in rows]
 
     # --- wake-ups ------------------------------------------------------------------------------
     def wait_for_work(self, timeout: float) -> None:
         self._work.wait(timeout)
 
     def wait_for_results(self, timeout: float) -> list[str]:
-        data = self._results.wait(timeout, max_bytes=65536)
-        return [line for line in data.decode("ascii", "replace").split("\n") if line]
+        return _job_ids(self._results.wait(timeout, max_bytes=65536))
+
+    def wait_for_stream(self, timeout: float) -> list[str]:
+        return _job_ids(self._stream.wait(timeout, max_bytes=65536))
 
     # --- files -----------------------------------------------------------------------------------
     def put_file(self, job_id: str, name: str, data: bytes | BinaryIO) -> str:
@@ -328,5 +401,9 @@ class SqlJobStore(JobStore):
         return [row[0] for row in self._write_rows(self._sql.prune_workers, (cutoff,))]
 
 
-def _delete_jobs_sql(count: int) -> str:
-    return f"DELETE FROM jobs WHERE id IN ({placeholders(count)})"
+def _delete_sql(table: str, column: str, count: int) -> str:
+    return f"DELETE FROM {table} WHERE {column} IN ({placeholders(count)})"
+
+
+def _job_ids(data: bytes) -> list[str]:
+    return [line for line in data.decode("ascii", "replace").split("\n") if line]

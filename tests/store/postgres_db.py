@@ -57,7 +57,7 @@ def fresh_database(prefix: str = "apipod_test") -> Iterator[str]:
 
 
 def empty_tables(url: str) -> None:
-    """Delete every job, worker and file (the schema stays)."""
+    """Delete every job, worker, file and chunk (the schema stays)."""
     with psycopg.connect(url, autocommit=True, connect_timeout=2) as conn:
         conn.execute("SET lock_timeout = '10s'")  # a leaked transaction fails, not hangs
-        conn.execute("TRUNCATE jobs, workers, files RESTART IDENTITY")
+        conn.execute("TRUNCATE jobs, workers, files, chunks RESTART IDENTITY")
