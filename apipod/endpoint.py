@@ -73,6 +73,11 @@ class EndpointSpec:
         return inspect.iscoroutinefunction(self.func)
 
     @property
+    def is_stream(self) -> bool:
+        """A generator function (``def`` or ``async def`` with ``yield``) streams."""
+        return inspect.isgeneratorfunction(self.func) or inspect.isasyncgenfunction(self.func)
+
+    @property
     def media_params(self) -> list[Param]:
         """Parameters that can receive files (unions of file and other types included)."""
         return [p for p in self.params if p.media_cls is not None]

@@ -22,7 +22,11 @@ def job_result(job: Job, read_file: Callable[[str], bytes]) -> dict[str, Any]:
         if value is not None:
             out[key] = value
     out["metrics"] = _metrics(job)
-    out["links"] = {"status": f"/status/{job.id}", "cancel": f"/cancel/{job.id}"}
+    out["links"] = {
+        "status": f"/status/{job.id}",
+        "cancel": f"/cancel/{job.id}",
+        "stream": f"/stream/{job.id}",
+    }
     return out
 
 

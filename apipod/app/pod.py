@@ -29,6 +29,7 @@ from apipod.app.health import install_health
 from apipod.app.http_errors import install_error_handlers
 from apipod.app.inputs import read_inputs
 from apipod.app.queue import QueueFrontEnd, install_job_routes, wait_seconds
+from apipod.app.stream import install_stream_route, sync_stream_response
 from apipod.config import COMPUTE_MODES, PROVIDERS, Config
 from apipod.endpoint import EndpointSpec, build_spec
 from apipod.errors import APIPodError, ConfigError, EndpointDefinitionError
@@ -76,6 +77,7 @@ class APIPod(FastAPI):
         install_health(self)
         if self.config.queue_enabled:
             install_job_routes(self, self.queue)
+            install_stream_route(self, self.queue)
         if self.config.api_key:
             self.add_middleware(ApiKeyMiddleware, api_key=self.config.api_key)
 
@@ -94,6 +96,7 @@ class APIPod(FastAPI):
         has_job_routes = any(getattr(r, "path", None) == "/jobs" for r in self.routes)
         if config.queue_enabled and not has_job_routes:
             install_job_routes(self, self.queue)
+            install_stream_route(self, self.queue)
 
     @property
     def url_policy(self) -> UrlPolicy:
@@ -233,7 +236,10 @@ class APIPod(FastAPI):
             media = await run_in_threadpool(media_objects, spec, payloads)
         else:
             media = media_objects(spec, {})  # only the defaults: no I/O
-        result = await call_endpoint(spec, spec.call_arguments(values, media), JobProgress())
+        kwargs = spec.call_arguments(values, media)
+        if spec.is_stream:
+            return sync_stream_response(spec, kwargs)
+        result = await call_endpoint(spec, kwargs, JobProgress())
         return JSONResponse(result)
 
     async def _submit(

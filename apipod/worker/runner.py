@@ -14,6 +14,7 @@ from apipod.media.convert import MediaPayload, build_media, encode_result
 from apipod.payload import FILE_KEY, media_arguments
 from apipod.progress import JobProgress
 from apipod.store.base import Job, JobStore
+from apipod.worker.stream import ChunkWriter, run_stream
 from apipod.worker.watch import JobWatch
 
 if TYPE_CHECKING:
@@ -45,9 +46,14 @@ class JobRunner:
             try:
                 result = self._call(spec, job, JobProgress(watch.report))
                 numbers = itertools.count()
-                encoded = encode_result(
-                    result, lambda media: self._store_media(job.id, media, next(numbers))
+                encode = lambda value: encode_result(  # noqa: E731
+                    value, lambda media: self._store_media(job.id, media, next(numbers))
                 )
+                if spec.is_stream:
+                    writer = ChunkWriter(self._store, job.id, self._worker_id, watch.lost)
+                    encoded = run_stream(result, encode, writer, self._loop)
+                else:
+                    encoded = encode(result)
                 watch.flush()
                 if not self._store.finish(job.id, self._worker_id, encoded):
                     logger.info("job %s: result dropped, the job is no longer ours", job.id)

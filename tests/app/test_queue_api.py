@@ -56,7 +56,11 @@ def test_submit_returns_a_queued_job_result(client: httpx.Client) -> None:
     assert set(body) == JOB_KEYS  # null fields are omitted
     assert body["status"] == "queued"
     job_id = body["job_id"]
-    assert body["links"] == {"status": f"/status/{job_id}", "cancel": f"/cancel/{job_id}"}
+    assert body["links"] == {
+        "status": f"/status/{job_id}",
+        "cancel": f"/cancel/{job_id}",
+        "stream": f"/stream/{job_id}",
+    }
     assert set(body["metrics"]) == {"created_at", "queued_at"}
     assert body["metrics"]["created_at"].endswith("Z")
 
