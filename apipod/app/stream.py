@@ -182,7 +182,6 @@ class JobStream:
         self._shown: tuple[Any, ...] | None = None
 
     async def records(self) -> AsyncGenerator[bytes, None]:
-        yield b"retry: 1000\n\n"
         with self._hub.subscribe(self._job.id) as changed:
             job: Job | None = self._job
             quiet_since = time.monotonic()
@@ -204,7 +203,9 @@ class JobStream:
                 if chunks or snapshot is not None:
                     quiet_since = time.monotonic()
                 if not more and not await self._wait(changed, quiet_since):
-                    yield b": keep-alive\n\n"
+                    # A comment line alone, no blank line: some clients (httpx-sse)
+                    # would dispatch an empty event at a blank line after an id.
+                    yield b": keep-alive\n"
                     quiet_since = time.monotonic()
                 job = await self._queue.get_job(job.id)
 

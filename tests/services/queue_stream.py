@@ -12,6 +12,7 @@ from apipod import APIPod, ImageFile, JobProgress
 app = APIPod(compute="serverless", provider="localhost", title="queue-stream")
 
 DATA_DIR = Path(os.environ.get("APIPOD_DATA_DIR", "."))
+DATA_DIR.mkdir(parents=True, exist_ok=True)  # a PostgreSQL store leaves it uncreated
 
 
 def side_log(line: str) -> None:
