@@ -67,7 +67,8 @@ class EventStream(StreamingResponse):
 
 
 def output_record(seq: int, data: str) -> bytes:
-    return f"id: {seq}\ndata: {data}\n\n".encode()
+    # ``data`` first: clients that sniff a buffered body (fastsdk) look for it.
+    return f"data: {data}\nid: {seq}\n\n".encode()
 
 
 def job_record(snapshot: dict[str, Any]) -> bytes:

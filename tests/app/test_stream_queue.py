@@ -189,3 +189,15 @@ def test_reconnect_after_kill_9_of_the_api_process(
             time.sleep(0.2)  # the new API process is still starting
     assert seen == [(i + 1, f"tok{i} ") for i in range(60)]
     assert wait_terminal(client, job_id)["status"] == "finished"
+
+
+def test_fastsdk_job_stream_reads_the_output(client: httpx.Client, service: ServiceProcess) -> None:
+    import fastsdk
+
+    sdk = fastsdk.connect(service.url)
+    try:
+        job = sdk.submit_job("tokens", count=6, delay=0.02)
+        assert list(job.stream(timeout_s=30)) == [f"tok{i} " for i in range(6)]
+        assert wait_terminal(client, job.platform_job_id)["result"] == "".join(f"tok{i} " for i in range(6))
+    finally:
+        sdk.close()

@@ -81,3 +81,16 @@ def test_a_client_disconnect_closes_the_generator_within_one_value() -> None:
             # (and one the server had already sent on): never an open-ended run.
             assert 3 <= len(produced) <= 5, events
             assert events[-1] == f"{prefix}GeneratorExit"
+
+
+def test_fastsdk_job_stream_reads_a_synchronous_stream() -> None:
+    import fastsdk
+
+    app, server = served_app()
+    with server as url:
+        sdk = fastsdk.connect(url)
+        try:
+            job = sdk.submit_job("tokens", count=3)
+            assert list(job.stream(timeout_s=30)) == ["tok0 ", "tok1 ", "tok2 "]
+        finally:
+            sdk.close()
