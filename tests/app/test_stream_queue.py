@@ -198,6 +198,8 @@ def test_fastsdk_job_stream_reads_the_output(client: httpx.Client, service: Serv
     try:
         job = sdk.submit_job("tokens", count=6, delay=0.02)
         assert list(job.stream(timeout_s=30)) == [f"tok{i} " for i in range(6)]
-        assert wait_terminal(client, job.platform_job_id)["result"] == "".join(f"tok{i} " for i in range(6))
+        assert wait_terminal(client, job.platform_job_id)["result"] == "".join(
+            f"tok{i} " for i in range(6)
+        )
     finally:
         sdk.close()
