@@ -220,6 +220,7 @@ class _PgTransaction:
     def rows(self, sql: str, params: Params = ()) -> list[Row]:
         return self._conn.execute(sql, params).fetchall()
 
-    def many(self, sql: str, rows: Sequence[Params]) -> None:
+    def many(self, sql: str, rows: Sequence[Params]) -> int:
         with self._conn.cursor() as cursor:
             cursor.executemany(sql, rows)
+            return cursor.rowcount

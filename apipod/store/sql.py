@@ -201,6 +201,17 @@ def chunk_guard_sql(lock_suffix: str = "") -> str:
     return f"SELECT attempts FROM jobs WHERE {_OWNED}{lock_suffix}"
 
 
+def append_chunk_sql(lock_suffix: str = "", returning: bool = False) -> str:
+    """Append one chunk to a job the worker owns, numbered after the job's last chunk and
+    tagged with its attempt; nothing when not owned. Parameters: job id, JSON text, job
+    id, worker. With ``returning``, the row's ``seq``."""
+    return (
+        "INSERT INTO chunks (job_id, seq, attempt, data) SELECT id,"
+        " (SELECT COALESCE(MAX(seq), 0) + 1 FROM chunks WHERE job_id = ?), attempts, ?"
+        f" FROM jobs WHERE {_OWNED}{lock_suffix}" + (" RETURNING seq" if returning else "")
+    )
+
+
 def list_jobs_sql(by_status: bool, by_endpoint: bool) -> str:
     """History query, newest first. Parameters: [status], [endpoint], limit."""
     conditions = [c for c, on in (("status = ?", by_status), ("endpoint = ?", by_endpoint)) if on]
@@ -259,7 +270,6 @@ class Statements:
     )
     list_workers: str = f"SELECT {', '.join(WORKER_COLUMNS)} FROM workers ORDER BY id"
     last_chunk: str = "SELECT COALESCE(MAX(seq), 0) FROM chunks WHERE job_id = ?"
-    insert_chunk: str = "INSERT INTO chunks (job_id, seq, attempt, data) VALUES (?, ?, ?, ?)"
     read_chunks: str = (
         "SELECT seq, attempt, data FROM chunks WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?"
     )

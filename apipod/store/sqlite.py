@@ -280,5 +280,5 @@ class _SqliteTransaction:
     def rows(self, sql: str, params: Params = ()) -> list[Row]:
         return self._conn.execute(sql, params).fetchall()
 
-    def many(self, sql: str, rows: Sequence[Params]) -> None:
-        self._conn.executemany(sql, rows)
+    def many(self, sql: str, rows: Sequence[Params]) -> int:
+        return self._conn.executemany(sql, rows).rowcount

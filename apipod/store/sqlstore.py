@@ -23,6 +23,7 @@ from apipod.errors import QueueFull
 from apipod.store.base import Chunk, Job, JobStatus, JobStore, WorkerInfo
 from apipod.store.localfiles import LocalFiles, check_job_id
 from apipod.store.sql import (
+    append_chunk_sql,
     build_statements,
     chunk_guard_sql,
     claim_sql,
@@ -61,7 +62,8 @@ class Transaction(Protocol):
 
     def rows(self, sql: str, params: Params = ()) -> list[Row]: ...
 
-    def many(self, sql: str, rows: Sequence[Params]) -> None: ...
+    def many(self, sql: str, rows: Sequence[Params]) -> int:
+        """Run ``sql`` once per parameter row; the rows changed in all."""
 
 
 T = TypeVar("T")
@@ -95,7 +97,10 @@ class SqlJobStore(JobStore):
             (lambda sql: sql) if self.paramstyle == "qmark" else to_format
         )
         self._dynamic_sql: dict[tuple[Any, ...], str] = {}
-        self._chunk_guard = self._adapt(chunk_guard_sql(self.chunk_lock_suffix))
+        lock = self.chunk_lock_suffix
+        self._chunk_guard = self._adapt(chunk_guard_sql(lock))
+        self._append_one = self._adapt(append_chunk_sql(lock, returning=True))
+        self._append_many = self._adapt(append_chunk_sql(lock))
         self._files: FileBackend = self._open_files()
         self._work, self._results = self._open_wakeups()
         self._stream = self._open_stream_wakeup()
@@ -337,24 +342,28 @@ class SqlJobStore(JobStore):
 
     # --- streamed output --------------------------------------------------------------------
     def append_chunks(self, job_id: str, worker_id: str, values: Sequence[Any]) -> int | None:
-        """See :meth:`JobStore.append_chunks`. The ownership check, the last number and
-        the inserts are one transaction (PostgreSQL: the job row is share-locked, so a
-        release cannot slip in before the commit)."""
-        texts = [dump_json(value) for value in values]
-
-        def append(tx: Transaction) -> int | None:
-            owned = tx.rows(self._chunk_guard, (job_id, worker_id))
-            if not owned:
-                return None
-            last = tx.rows(self._sql.last_chunk, (job_id,))[0][0]
-            rows = [(job_id, last + n, owned[0][0], text) for n, text in enumerate(texts, 1)]
-            tx.many(self._sql.insert_chunk, rows)
-            return last + len(rows)
-
-        last_seq = self._transaction(append)
-        if last_seq is not None and texts:
+        """See :meth:`JobStore.append_chunks`. One value is one autocommit statement (the
+        common case of a slow generator: its cost decides the latency); several are one
+        transaction. PostgreSQL share-locks the job row, so a release waits for the
+        commit and a retry never numbers a chunk twice."""
+        params = [(job_id, dump_json(value), job_id, worker_id) for value in values]
+        if len(params) == 1:
+            rows = self._write_rows(self._append_one, params[0])
+            last_seq = rows[0][0] if rows else None
+        else:
+            last_seq = self._transaction(lambda tx: self._append(tx, job_id, worker_id, params))
+        if last_seq is not None and params:
             self._notify_stream(job_id)
         return last_seq
+
+    def _append(
+        self, tx: Transaction, job_id: str, worker_id: str, params: list[Params]
+    ) -> int | None:
+        if params and tx.many(self._append_many, params) == 0:
+            return None  # not owned: the first insert found no row, so did the rest
+        if not params and not tx.rows(self._chunk_guard, (job_id, worker_id)):
+            return None
+        return tx.rows(self._sql.last_chunk, (job_id,))[0][0]
 
     def read_chunks(self, job_id: str, after_seq: int = 0, limit: int = 1000) -> list[Chunk]:
         rows = self._read(self._sql.read_chunks, (job_id, int(after_seq), max(int(limit), 0)))

@@ -35,10 +35,13 @@ def test_chunks_are_numbered_in_order_and_read_after_a_number(store: JobStore) -
 def test_only_the_owner_appends(store: JobStore) -> None:
     job = claimed(store_with_job(store), "owner")
     assert store.append_chunks(job.id, "intruder", ["x"]) is None
+    assert store.append_chunks(job.id, "intruder", ["x", "y"]) is None
+    assert store.append_chunks(job.id, "intruder", []) is None
     queued = submit(store)
     assert store.append_chunks(queued.id, "owner", ["x"]) is None
     store.cancel(job.id)
     assert store.append_chunks(job.id, "owner", ["late"]) is None
+    assert store.append_chunks(job.id, "owner", ["late", "later"]) is None
     assert store.read_chunks(job.id) == [] and store.read_chunks(queued.id) == []
 
 
