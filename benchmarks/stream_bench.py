@@ -38,10 +38,12 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from queue_bench import free_port, started, wait_ready  # noqa: E402
 
 from apipod.store import open_store  # noqa: E402
+from apipod.store.postgres import PostgresStore  # noqa: E402
 from apipod.worker.stream import ChunkWriter  # noqa: E402
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results" / "stream.json"
+PRODUCER_CONNECTIONS = 32
 EXTERNAL = "/external"  # an endpoint no worker serves: the producer process claims its jobs
 
 
@@ -76,7 +78,11 @@ async def many_streams(url: str, job_ids: list[str], go: threading.Event) -> lis
 
 def producer(database_url: str, data_dir: str, streams: int, count: int, rate: float, conn):
     """Claim ``streams`` jobs and stream ``count`` stamps into each through ChunkWriter."""
-    store = open_store(database_url, data_dir)
+    if database_url.startswith("postgresql"):
+        # Many connections, as many worker processes would have (within max_connections).
+        store = PostgresStore(database_url, data_dir, pool_size=PRODUCER_CONNECTIONS)
+    else:
+        store = open_store(database_url, data_dir)
     jobs = []
     for i in range(streams):
         store.enqueue(EXTERNAL, {}, queue_size=100_000, max_attempts=1)

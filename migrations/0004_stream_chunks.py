@@ -4,9 +4,11 @@ A chunk is one value a generator endpoint yielded, as JSON text, numbered per jo
 ``seq`` (1, 2, ... across attempts: a retried job continues the numbering, so an SSE
 ``id`` never names two chunks). ``attempt`` is the job's attempt that produced it.
 
-PostgreSQL: ``NOTIFY apipod_stream, '<job id>'`` when a job's chunks are written and when
-its status, progress or message change, so open ``GET /stream`` responses are pushed.
-PostgreSQL folds identical notifications of one transaction into one.
+PostgreSQL: a trigger sends ``NOTIFY apipod_stream, '<job id>'`` when a job's status,
+progress or message change, so open ``GET /stream`` responses are pushed. Chunks get no
+trigger: the store notifies right after their commit, in a transaction of its own (a
+notifying transaction holds PostgreSQL's global notify lock through its commit, WAL flush
+included, so a NOTIFY inside every chunk commit serialized all streams' commits).
 """
 
 from __future__ import annotations
@@ -15,14 +17,8 @@ import sqlalchemy
 
 _NOTIFY = (
     """
-    CREATE FUNCTION apipod_notify_stream_chunk() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN PERFORM pg_notify('apipod_stream', NEW.job_id); RETURN NULL; END $$""",
-    """
     CREATE FUNCTION apipod_notify_stream_job() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN PERFORM pg_notify('apipod_stream', NEW.id); RETURN NULL; END $$""",
-    """
-    CREATE TRIGGER chunks_written AFTER INSERT ON chunks FOR EACH ROW
-    EXECUTE FUNCTION apipod_notify_stream_chunk()""",
     """
     CREATE TRIGGER jobs_changed AFTER UPDATE OF status, progress, message ON jobs
     FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status

@@ -73,6 +73,7 @@ _INSERT_PARAMS = (
     "created_at",
     "queued_at",
 )
+_NOTIFY_STREAM = f"SELECT pg_notify('{STREAM_CHANNEL}', %s)"
 _TRY_LOCK_EXPIRE = "SELECT pg_try_advisory_xact_lock(%s::int4, 0)"
 _EXPIRE = (
     "WITH doomed AS (SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < %s"
@@ -173,6 +174,11 @@ class PostgresStore(SqlJobStore):
             cursor.nextset()  # past the lock's result: the INSERT's
             row = cursor.fetchone()
         return None if row is None else row[0]
+
+    def _chunks_written(self, job_id: str) -> None:
+        # Its own transaction, after the chunks' commit: see migration 0004.
+        with self._pool.connection() as conn:
+            conn.execute(_NOTIFY_STREAM, (job_id,))
 
     def _transaction(self, work: Callable[[Transaction], T]) -> T:
         with self._pool.connection() as conn, conn.transaction():

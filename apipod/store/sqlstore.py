@@ -279,6 +279,10 @@ class SqlJobStore(JobStore):
     def _notify_stream(self, job_id: str) -> None:
         self._stream.notify(f"{job_id}\n".encode())
 
+    def _chunks_written(self, job_id: str) -> None:
+        """Wake the streams of ``job_id`` after its chunks were committed."""
+        self._notify_stream(job_id)
+
     def requeue(self, job_id: str, worker_id: str) -> bool:
         params = ("requeued at shutdown", job_id, worker_id)
         if self._write(self._sql.requeue, params) != 1:
@@ -353,7 +357,7 @@ class SqlJobStore(JobStore):
         else:
             last_seq = self._transaction(lambda tx: self._append(tx, job_id, worker_id, params))
         if last_seq is not None and params:
-            self._notify_stream(job_id)
+            self._chunks_written(job_id)
         return last_seq
 
     def _append(
