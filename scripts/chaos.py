@@ -6,8 +6,13 @@ Runs tests/services/queue_chaos.py under `apipod start` (2 workers, SQLite in a 
 While clients submit, a random worker is SIGKILLed about every --kill-every seconds, and
 the whole process tree is SIGKILLed --tree-kills times (then started again on the same
 data dir). Each job appends its client-chosen token to a side log when it does its work.
+Every fourth job is a streaming job (a generator); up to --followers of them are read
+live with `GET /stream/{id}` by clients that reconnect with `Last-Event-ID` whenever the
+connection drops (worker kills, and the API process dying with the tree).
 Afterwards it checks that every accepted job is terminal (none lost), that no job is
-finished without its work in the side log, and counts the re-runs (at-least-once).
+finished without its work in the side log, that every finished streaming job has the
+right aggregated result, that every followed stream received exactly the stored chunks
+(no loss, no duplicate, in order), and counts the re-runs (at-least-once).
 Exit status 0 when the checks pass. tests/test_chaos.py runs a bounded version.
 """
 
@@ -32,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from httpx_sse import aconnect_sse
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -53,12 +59,23 @@ class ChaosReport:
     finished_without_work: list[str] = field(default_factory=list)
     retried_jobs: int = 0
     reruns: int = 0
+    stream_jobs: int = 0
+    followed_streams: int = 0
+    stream_reconnects: int = 0
+    wrong_stream_results: list[str] = field(default_factory=list)
+    stream_mismatches: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
 
     @property
     def ok(self) -> bool:
         terminal = sum(self.statuses.get(s, 0) for s in TERMINAL)
-        return not self.lost and not self.finished_without_work and terminal == self.accepted
+        streams_ok = not self.wrong_stream_results and not self.stream_mismatches
+        return (
+            not self.lost
+            and not self.finished_without_work
+            and terminal == self.accepted
+            and streams_ok
+        )
 
 
 class Box:
@@ -95,30 +112,84 @@ class Box:
         return self.workdir / "data" / "side.log"
 
 
-async def submit_all(box: Box, jobs: int, clients: int, report: ChaosReport) -> dict[str, str]:
-    """Closed-loop clients; returns token → job id of every accepted submit."""
-    accepted: dict[str, str] = {}
-    remaining = [jobs]
+STREAM_EVERY = 4
+STREAM_CHUNKS = 5
 
-    async def client(http: httpx.AsyncClient) -> None:
+
+def stream_text(token: str) -> str:
+    """The aggregated result of a streaming chaos job."""
+    return "".join(f"{token}:{i} " for i in range(STREAM_CHUNKS))
+
+
+@dataclass
+class Submitted:
+    accepted: dict[str, str] = field(default_factory=dict)  # token → job id
+    streamed: set[str] = field(default_factory=set)  # tokens of streaming jobs
+    received: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # job id → records
+
+
+async def submit_all(
+    box: Box, jobs: int, clients: int, followers: int, report: ChaosReport
+) -> Submitted:
+    """Closed-loop clients; every accepted submit is recorded, and up to ``followers``
+    streaming jobs are read live."""
+    out = Submitted()
+    remaining = [jobs]
+    follow_tasks: list[asyncio.Task[None]] = []
+
+    async def client(http: httpx.AsyncClient, reader: httpx.AsyncClient) -> None:
         while remaining[0] > 0:
             remaining[0] -= 1  # reserve one submit; given back when it is not accepted
             token = uuid.uuid4().hex
+            streaming = remaining[0] % STREAM_EVERY == 0
+            # A streaming job works as long as the others: 20 ms over its chunks.
+            body = {"chunks": STREAM_CHUNKS, "ms": 20 / STREAM_CHUNKS} if streaming else {"ms": 20}
+            path = "/stream_work" if streaming else "/work"
             try:
-                response = await http.post("/work", json={"token": token, "ms": 20})
+                response = await http.post(path, json={"token": token, **body})
             except httpx.HTTPError:
                 response = None
             if response is not None and response.status_code == 200:
-                accepted[token] = response.json()["job_id"]
+                job_id = out.accepted[token] = response.json()["job_id"]
+                if streaming:
+                    out.streamed.add(token)
+                    if len(follow_tasks) < followers:
+                        out.received[job_id] = []
+                        task = follow(reader, job_id, out.received[job_id], report)
+                        follow_tasks.append(asyncio.create_task(task))
                 continue
             remaining[0] += 1
             report.refused_submits += 1
             await asyncio.sleep(0.2)  # the box is down or restarting
 
     base = f"http://127.0.0.1:{box.port}"
-    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-        await asyncio.gather(*(client(http) for _ in range(clients)))
-    return accepted
+    async with (
+        httpx.AsyncClient(base_url=base, timeout=10) as http,
+        httpx.AsyncClient(base_url=base, timeout=30) as reader,
+    ):
+        await asyncio.gather(*(client(http, reader) for _ in range(clients)))
+        await asyncio.gather(*follow_tasks)
+    return out
+
+
+async def follow(
+    http: httpx.AsyncClient, job_id: str, received: list[tuple[int, str]], report: ChaosReport
+) -> None:
+    """Read the job's stream to its terminal snapshot, reconnecting with Last-Event-ID."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        headers = {"Last-Event-ID": str(received[-1][0])} if received else {}
+        try:
+            async with aconnect_sse(http, "GET", f"/stream/{job_id}", headers=headers) as source:
+                async for sse in source.aiter_sse():
+                    if sse.event == "message":
+                        received.append((int(sse.id), json.loads(sse.data)))
+                    elif sse.event == "job" and json.loads(sse.data)["status"] in TERMINAL:
+                        return
+        except (httpx.HTTPError, ValueError):
+            pass
+        report.stream_reconnects += 1
+        await asyncio.sleep(0.2)  # the API process is down or restarting
 
 
 def chaos_monkey(box: Box, stop: threading.Event, kill_every: float, report: ChaosReport) -> None:
@@ -163,7 +234,8 @@ def read_rows(db: Path, job_ids: list[str]) -> dict[str, tuple[str, int]]:
     return {job_id: (status, attempts) for job_id, status, attempts in rows if job_id in wanted}
 
 
-def verify(box: Box, accepted: dict[str, str], report: ChaosReport, timeout: float) -> None:
+def verify(box: Box, submitted: Submitted, report: ChaosReport, timeout: float) -> None:
+    accepted = submitted.accepted
     statuses = wait_all_terminal(box, list(accepted.values()), timeout)
     report.accepted = len(accepted)
     report.statuses = dict(collections.Counter(statuses.values()))
@@ -179,10 +251,39 @@ def verify(box: Box, accepted: dict[str, str], report: ChaosReport, timeout: flo
     attempts = read_rows(box.db, list(accepted.values()))
     report.retried_jobs = sum(1 for _, tries in attempts.values() if tries > 1)
     report.reruns = sum(count - 1 for count in runs.values() if count > 1)
+    verify_streams(box, submitted, statuses, report)
+
+
+def verify_streams(
+    box: Box, submitted: Submitted, statuses: dict[str, str], report: ChaosReport
+) -> None:
+    """Finished streaming jobs have the right result; followed streams got every stored
+    chunk exactly once, in order."""
+    report.stream_jobs = len(submitted.streamed)
+    report.followed_streams = len(submitted.received)
+    with contextlib.closing(sqlite3.connect(box.db, timeout=30)) as conn:
+        for token in submitted.streamed:
+            job_id = submitted.accepted[token]
+            if statuses.get(job_id) != "finished":
+                continue
+            (result,) = conn.execute("SELECT result FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if json.loads(result) != stream_text(token):
+                report.wrong_stream_results.append(job_id)
+        for job_id, received in submitted.received.items():
+            rows = conn.execute(
+                "SELECT seq, data FROM chunks WHERE job_id = ? ORDER BY seq", (job_id,)
+            ).fetchall()
+            if received != [(seq, json.loads(data)) for seq, data in rows]:
+                report.stream_mismatches.append(job_id)
 
 
 def run_chaos(
-    workdir: Path, jobs: int, clients: int, tree_kills: int, kill_every: float
+    workdir: Path,
+    jobs: int,
+    clients: int,
+    tree_kills: int,
+    kill_every: float,
+    followers: int = 20,
 ) -> ChaosReport:
     report = ChaosReport()
     box = Box(
@@ -206,16 +307,16 @@ def run_chaos(
     for thread in threads:
         thread.start()
     try:
-        accepted = asyncio.run(submit_all(box, jobs, clients, report))
+        submitted = asyncio.run(submit_all(box, jobs, clients, followers, report))
         # Chaos goes on while the queue drains, until the tree kills are done too.
         threads[1].join()
-        wait_all_terminal(box, list(accepted.values()), timeout=180)
+        wait_all_terminal(box, list(submitted.accepted.values()), timeout=180)
     finally:
         stop.set()
         for thread in threads:
             thread.join()
     try:
-        verify(box, accepted, report, timeout=120)
+        verify(box, submitted, report, timeout=120)
     finally:
         assert box.service is not None
         box.service.stop()
@@ -231,13 +332,15 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--tree-kills", type=int, default=2)
     parser.add_argument("--kill-every", type=float, default=0.5)
+    parser.add_argument("--followers", type=int, default=20, help="streams read live")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="apipod-chaos-"))
-    report = run_chaos(workdir, args.jobs, args.clients, args.tree_kills, args.kill_every)
-    summary = {
-        k: v for k, v in report.__dict__.items() if k not in ("lost", "finished_without_work")
-    }
-    summary.update(lost=len(report.lost), finished_without_work=len(report.finished_without_work))
+    report = run_chaos(
+        workdir, args.jobs, args.clients, args.tree_kills, args.kill_every, args.followers
+    )
+    lists = ("lost", "finished_without_work", "wrong_stream_results", "stream_mismatches")
+    summary = {k: v for k, v in report.__dict__.items() if k not in lists}
+    summary.update({name: len(getattr(report, name)) for name in lists})
     logger.info("%s", json.dumps(summary, indent=2))
     logger.info("chaos run %s (work dir %s)", "PASSED" if report.ok else "FAILED", workdir)
     return 0 if report.ok else 1

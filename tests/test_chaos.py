@@ -1,11 +1,14 @@
 """A bounded chaos run (scripts/chaos.py has the long one): workers SIGKILLed about every
-half second and the whole process tree killed once while jobs are submitted and run."""
+half second and the whole process tree killed once while jobs are submitted and run;
+a quarter of the jobs stream, and 20 streams are read live across the kills."""
 
 from __future__ import annotations
 
 import importlib.util
 import sys
 from pathlib import Path
+
+import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "chaos.py"
 
@@ -19,6 +22,8 @@ def load_chaos():
     return module
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_no_accepted_job_is_lost_under_chaos(tmp_path: Path) -> None:
     chaos = load_chaos()
     report = chaos.run_chaos(tmp_path, jobs=300, clients=16, tree_kills=1, kill_every=0.5)
@@ -30,4 +35,6 @@ def test_no_accepted_job_is_lost_under_chaos(tmp_path: Path) -> None:
     assert sum(report.statuses.values()) == 300
     assert set(report.statuses) <= {"finished", "failed"}, report.statuses
     assert report.statuses.get("finished", 0) >= 290, report.statuses
+    assert report.stream_jobs >= 60 and report.followed_streams == 20
+    assert report.wrong_stream_results == [] and report.stream_mismatches == []
     assert report.ok

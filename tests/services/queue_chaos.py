@@ -18,3 +18,12 @@ def work(token: str, ms: float = 20.0) -> dict:
     with open(SIDE_LOG, "a") as log:
         log.write(token + "\n")
     return {"token": token}
+
+
+@app.endpoint("/stream_work", queue_size=100_000)
+def stream_work(token: str, chunks: int = 5, ms: float = 5.0):
+    for i in range(chunks):
+        time.sleep(ms / 1000)
+        yield f"{token}:{i} "
+    with open(SIDE_LOG, "a") as log:
+        log.write(token + "\n")
