@@ -175,22 +175,21 @@ class StreamHub:
 class JobStream:
     """The records of one ``GET /stream/{job_id}`` response."""
 
-    def __init__(self, queue: QueueFrontEnd, hub: StreamHub, job: Job, after: int) -> None:
+    def __init__(self, queue: QueueFrontEnd, hub: StreamHub, job_id: str, after: int) -> None:
         self._queue = queue
         self._hub = hub
-        self._job = job
+        self._job_id = job_id
         self._after = after
         self._shown: tuple[Any, ...] | None = None
 
     async def records(self) -> AsyncGenerator[bytes, None]:
-        with self._hub.subscribe(self._job.id) as changed:
-            job: Job | None = self._job
+        with self._hub.subscribe(self._job_id) as changed:
             quiet_since = time.monotonic()
-            while job is not None:
+            while True:
                 changed.clear()
-                # The job first, then its chunks: a terminal job has all of its chunks
-                # written already, so these reads see every one of them.
-                chunks = await self._read_chunks(job)
+                job, chunks = await self._read()
+                if job is None:
+                    return  # expired meanwhile
                 for chunk in chunks:
                     yield output_record(chunk.seq, chunk.data)
                 more = len(chunks) == READ_BATCH
@@ -208,7 +207,6 @@ class JobStream:
                     # would dispatch an empty event at a blank line after an id.
                     yield b": keep-alive\n"
                     quiet_since = time.monotonic()
-                job = await self._queue.get_job(job.id)
 
     async def _wait(self, changed: asyncio.Event, quiet_since: float) -> bool:
         """Wait for a wake-up; False when it is time for a keep-alive."""
@@ -217,17 +215,26 @@ class JobStream:
             await asyncio.wait_for(changed.wait(), max(0.0, min(FALLBACK_POLL_S, keepalive_in)))
         return time.monotonic() - quiet_since < KEEPALIVE_S
 
-    async def _read_chunks(self, job: Job) -> list[Chunk]:
-        store = self._queue.store
-        if store.fast_local_reads:
-            chunks = store.read_chunks(job.id, self._after, READ_BATCH)
+    async def _read(self) -> tuple[Job | None, list[Chunk]]:
+        """The job and its next chunks, in one hop to the store's thread pool (none when
+        the store reads locally in microseconds)."""
+        if self._queue.store.fast_local_reads:
+            job, chunks = self._read_now()
         else:
-            chunks = await self._queue.call(store.read_chunks, job.id, self._after, READ_BATCH)
-        if chunks:
-            self._after = chunks[-1].seq
+            job, chunks = await self._queue.call(self._read_now)
         if any(FILE_KEY in c.data for c in chunks):  # text search first: most chunks are text
             chunks = await self._queue.call(self._resolve, chunks)
-        return chunks
+        return job, chunks
+
+    def _read_now(self) -> tuple[Job | None, list[Chunk]]:
+        # The job first, then its chunks: a terminal job has all of its chunks written
+        # already, so this read sees every one of them.
+        store = self._queue.store
+        job = store.get(self._job_id)
+        chunks = [] if job is None else store.read_chunks(self._job_id, self._after, READ_BATCH)
+        if chunks:
+            self._after = chunks[-1].seq
+        return job, chunks
 
     def _resolve(self, chunks: list[Chunk]) -> list[Chunk]:
         return [_resolve_chunk(chunk, self._queue.store.read_file) for chunk in chunks]
@@ -275,7 +282,6 @@ def install_stream_route(app: FastAPI, queue: QueueFrontEnd) -> None:
     ) -> StreamingResponse:
         check_job_id(job_id)
         after = resume_after(last_event_id if last_event_id is not None else resume)
-        job = await queue.get_job(job_id)
-        if job is None:
+        if await queue.get_job(job_id) is None:
             raise JobNotFound(job_id)
-        return EventStream(JobStream(queue, hub, job, after).records())
+        return EventStream(JobStream(queue, hub, job_id, after).records())

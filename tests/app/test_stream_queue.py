@@ -173,6 +173,7 @@ def api_pid(service: ServiceProcess) -> int:
     return int(re.findall(r"API process pid (\d+)", full_log(service))[-1])
 
 
+@pytest.mark.slow
 def test_reconnect_after_kill_9_of_the_api_process(
     client: httpx.Client, service: ServiceProcess
 ) -> None:
