@@ -15,6 +15,7 @@ import pytest
 
 from apipod.errors import ConfigError, StoreUnavailable
 from apipod.store import JobStatus, WorkerInfo, WorkerState, open_store
+from apipod.store.migrate import discover
 from apipod.store.sql import build_statements, claim_sql, format_ts, parse_ts
 from apipod.store.sqlite import SqliteStore
 
@@ -149,7 +150,7 @@ def test_open_store_by_url(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'sub' / 'x.db'}", tmp_path / "data")
     try:
         assert isinstance(store, SqliteStore) and store.path == tmp_path / "sub" / "x.db"
-        assert store.migrate() == ["0001"]
+        assert store.migrate() == [m.version for m in discover()]
     finally:
         store.close()
     for url in ("mysql://db/apipod", "sqlite://", "sqlite:///:memory:", "not a url"):
