@@ -107,11 +107,13 @@ def run_stream(
     try:
         for value in _values(output, loop):
             if writer.lost.is_set():
-                _close(output, loop)
                 raise JobCancelled("the job was cancelled or is no longer ours")
             encoded = encode(value)
             writer.add(encoded)
             chunks.append(encoded)
+    except BaseException:
+        _close(output, loop)  # at its yield; nothing happens when the function raised
+        raise
     finally:
         writer.close()
     if writer.lost.is_set():

@@ -204,3 +204,21 @@ def test_fastsdk_job_stream_reads_the_output(client: httpx.Client, service: Serv
         )
     finally:
         sdk.close()
+
+
+@pytest.mark.slow
+def test_a_stream_resumes_on_another_box(
+    client: httpx.Client, service: ServiceProcess, tmp_path: Path
+) -> None:
+    database_url = service.env.get("APIPOD_DATABASE_URL")
+    if database_url is None:
+        pytest.skip("one SQLite file is one box")
+    settings = {"role": "api", "database_url": database_url}
+    with running_service(tmp_path, "queue_stream.py", wait_healthy=False, **settings) as other:
+        other.wait_until("/openapi.json", status=200)
+        job_id = submit(client, "/tokens", {"count": 40, "delay": 0.03})
+        seen = outputs(read_stream(client, job_id, stop_after=10))  # box A
+        with httpx.Client(base_url=other.url, timeout=30) as box_b:
+            events = read_stream(box_b, job_id, str(seen[-1][0]))  # pushed live on box B
+        assert seen + outputs(events) == [(i + 1, f"tok{i} ") for i in range(40)]
+        assert snapshots(events)[-1]["status"] == "finished"
