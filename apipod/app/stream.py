@@ -183,6 +183,17 @@ class JobStream:
         self._shown: tuple[Any, ...] | None = None
 
     async def records(self) -> AsyncGenerator[bytes, None]:
+        records = self._records()
+        try:
+            async for record in records:
+                yield record
+        except (GeneratorExit, asyncio.CancelledError):
+            logger.info("stream of job %s closed: the client went away", self._job_id)
+            raise
+        finally:
+            await records.aclose()  # its subscription ends now, not when collected
+
+    async def _records(self) -> AsyncGenerator[bytes, None]:
         with self._hub.subscribe(self._job_id) as changed:
             quiet_since = time.monotonic()
             while True:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.helpers import ServiceProcess, running_service
-from tests.supervisor.support import submit
+from tests.supervisor.support import submit, wait_until
 
 KEY = "stream-secret"
 
@@ -54,3 +54,13 @@ def test_an_idle_stream_sends_a_keep_alive_comment_within_15_s(client: httpx.Cli
     assert json.loads(lines[1][1].removeprefix("data: "))["status"] == "queued"
     when, comment = lines[-1]
     assert comment == ": keep-alive" and 14 <= when < 16.5
+
+
+def test_the_stream_ends_when_its_client_goes_away(
+    client: httpx.Client, api_only: ServiceProcess
+) -> None:
+    job_id = submit(client, "/tokens")  # no workers: the stream would stay open for good
+    with client.stream("GET", f"/stream/{job_id}") as response:
+        assert next(response.iter_lines()) == "event: job"
+    gone = f"stream of job {job_id} closed: the client went away"
+    wait_until(lambda: gone in api_only.log(), 10, gone)
