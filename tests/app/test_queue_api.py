@@ -12,6 +12,7 @@ import os
 import signal
 import sqlite3
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -172,10 +173,10 @@ def test_long_poll_times_out_with_the_current_state(client: httpx.Client) -> Non
     assert client.get(f"/status/{job_id}", params={"wait": -1}).status_code == 422
 
 
-def test_synchronous_endpoint_in_queue_mode(client: httpx.Client) -> None:
+def test_synchronous_endpoint_in_queue_mode(client: httpx.Client, api_only: ServiceProcess) -> None:
     body = client.post("/where").json()
     assert "job_id" not in body
-    assert body["pid"] > 0
+    assert body["pid"] == _api_pid(api_only)  # served by the API process, not queued
     assert body["loaded_in_pid"] is None  # on_worker_start never runs in the API process
 
 
@@ -247,10 +248,18 @@ def test_submit_with_wait_returns_the_finished_job(tmp_path: Path) -> None:
         body = http.post("/echo", params={"wait": 10}, json={"text": "ab", "times": 2}).json()
         assert body["status"] == "finished"
         assert body["result"]["text"] == "abab"
-        assert body["metrics"]["execution_time_s"] >= 0
         slow = http.post("/steps", json={"count": 5, "delay": 0.1}).json()
         finished = wait_for_status(http, slow["job_id"], {"finished"})
         assert finished["progress"] == 1.0 and finished["message"] == "step 5/5"
+        # five sleeps of 0.1 s: the execution time is the run, not the queue wait
+        metrics = finished["metrics"]
+        assert 0.5 <= metrics["execution_time_s"] < 5, metrics
+        run = _instant(metrics["finished_at"]) - _instant(metrics["started_at"])
+        assert metrics["execution_time_s"] == pytest.approx(run.total_seconds(), abs=1e-5)
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _api_pid(service: ServiceProcess) -> int:

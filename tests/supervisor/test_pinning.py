@@ -115,7 +115,6 @@ def test_a_queued_job_starts_within_milliseconds_when_a_worker_is_idle(
         assert body["status"] == "finished", body
         assert body["result"] == {"ok": True}
         delays.append(seconds_between(body, "queued_at", "started_at"))
-    assert min(delays) >= 0
     assert median(delays) < 0.05, f"queued → started delays (s): {sorted(delays)}"
 
 

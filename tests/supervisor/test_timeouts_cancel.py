@@ -97,9 +97,8 @@ def test_job_timeout_kills_the_worker_and_a_new_one_takes_its_place(
         assert "result" not in done
         assert 0.9 <= seconds_between(done, "started_at", "finished_at") < 4, done["metrics"]
         assert elapsed < 8
-        assert wait_until(lambda: gone(worker["pid"]), 5, "the hung worker to be killed")
-        new = replaced(client, {worker["pid"]}, worker["pid"], 1, timeout=30)
-    assert worker["pid"] not in new
+        wait_until(lambda: gone(worker["pid"]), 5, "the hung worker to be killed")
+        replaced(client, {worker["pid"]}, worker["pid"], 1, timeout=30)
     assert f"timed out on worker {worker['id']}; worker killed" in full_log(hangs)
 
 
@@ -112,7 +111,6 @@ def test_per_endpoint_timeout_overrides_the_default(client: httpx.Client) -> Non
     assert "timeout of 1 s" in done["error"]
     assert seconds_between(done, "started_at", "finished_at") < 3.5  # not the 5 s sleep
     new = replaced(client, before, worker["pid"], 2, timeout=30)
-    assert worker["pid"] not in new
     later = [submit(client, "/pin", {"delay": 0.5}) for _ in range(2)]
     served_by = {wait_terminal(client, j)["result"]["pid"] for j in later}
     assert served_by == new, "both workers, the new one included, serve jobs"
@@ -130,20 +128,20 @@ def test_cancel_is_cooperative_when_the_job_reports_progress(client: httpx.Clien
     response = client.post(f"/cancel/{job_id}")
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
-    time.sleep(1.0)  # the job notices at its next report and stops
-    settled = status(client, job_id)
-    assert settled["status"] == "cancelled"
-    assert settled["progress"] < 0.5, "the job kept running after the cancel"
-    time.sleep(0.5)
-    assert status(client, job_id)["progress"] == settled["progress"], "progress still written"
+    cancelled_at = time.monotonic()
 
-    # the same worker process is ready again, and serves the next jobs
+    # The job notices at its next report and stops: the same worker process is idle again
+    # long before the job would have ended (~10 s), and was not killed after the grace
+    # (a job that kept running would be: its progress writes are refused by the store,
+    # so the job's progress cannot tell whether it stopped).
     same = wait_until(
         lambda: next((w for w in ready_workers(client, 2) if w["pid"] == worker["pid"]), None),
         5,
         "the worker that ran the cancelled job to be ready again",
     )
+    assert time.monotonic() - cancelled_at < 4
     assert same["current_job"] is None
+    assert status(client, job_id)["status"] == "cancelled"
     assert not gone(worker["pid"])
     later = [submit(client, "/pin", {"delay": 0.5}) for _ in range(2)]
     results = [wait_terminal(client, j) for j in later]
@@ -156,11 +154,10 @@ def test_cancel_kills_a_job_that_never_reports_after_the_grace(client: httpx.Cli
     worker = worker_running(client, job_id)
     cancelled_at = time.monotonic()
     assert client.post(f"/cancel/{job_id}").json()["status"] == "cancelled"
-    assert wait_until(lambda: gone(worker["pid"]), 10, "the spinning worker to be killed")
+    wait_until(lambda: gone(worker["pid"]), 10, "the spinning worker to be killed")
     killed_after = time.monotonic() - cancelled_at
     assert 0.8 <= killed_after < 5, f"killed {killed_after:.1f} s after the cancel (grace 1 s)"
-    new = replaced(client, before, worker["pid"], 2, timeout=30)
-    assert worker["pid"] not in new
+    replaced(client, before, worker["pid"], 2, timeout=30)
     assert status(client, job_id)["status"] == "cancelled"
 
 
