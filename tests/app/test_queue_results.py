@@ -1,0 +1,91 @@
+"""Queue mode end to end, on every store backend: a media result keeps its file name and
+content type, and a long-poll answers as soon as its job ends (woken, not polled)."""
+
+from __future__ import annotations
+
+import base64
+import statistics
+import time
+from collections.abc import Iterator
+from datetime import datetime
+
+import httpx
+import numpy as np
+import pytest
+from media_toolkit import ImageFile
+
+from tests.helpers import ServiceProcess, running_service
+from tests.store.postgres_db import fresh_database
+from tests.supervisor.support import ready_workers
+
+# The API re-reads a waited-for job every 0.5 s even when no wake-up comes; an answer well
+# under that shows the wake-up worked.
+WOKEN_WITHIN_S = 0.3
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def service(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    tmp = tmp_path_factory.mktemp(f"results-{request.param}")
+    settings = {"max_workers": 1, "gpus": "none"}
+    if request.param == "sqlite":
+        with running_service(tmp, "queue_ok.py", **settings) as svc:
+            yield svc
+        return
+    with (
+        fresh_database("apipod_results") as url,
+        running_service(tmp, "queue_ok.py", database_url=url, **settings) as svc,
+    ):
+        yield svc
+
+
+@pytest.fixture
+def client(service: ServiceProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        ready_workers(client, 1, timeout=60)
+        yield client
+
+
+def test_a_media_result_keeps_its_name_and_content_type(client: httpx.Client) -> None:
+    pixels = np.full((6, 4, 3), 200, dtype=np.uint8)
+    image = ImageFile().from_np_array(pixels).to_bytes()
+    files = {"image": ("photo.png", image, "image/png")}
+    body = client.post("/invert", params={"wait": 20}, files=files).json()
+    assert body["status"] == "finished", body
+    for answer in (body, client.get(f"/status/{body['job_id']}").json()):
+        result = answer["result"]
+        assert (result["file_name"], result["content_type"]) == ("inverted.png", "image/png")
+        inverted = ImageFile().from_bytes(base64.b64decode(result["content"])).to_np_array()
+        assert inverted.shape[:2] == (6, 4) and int(inverted[0, 0, 0]) == 55
+
+
+def test_a_long_poll_answers_when_the_job_ends_not_at_the_next_poll(
+    client: httpx.Client,
+) -> None:
+    took = []
+    for i in range(12):
+        started = time.monotonic()
+        if i % 2:  # submit and wait in one request
+            body = client.post("/noop", params={"wait": 10}, json={}).json()
+        else:  # submit, then wait on GET /status
+            job_id = client.post("/noop", json={}).json()["job_id"]
+            body = client.get(f"/status/{job_id}", params={"wait": 10}).json()
+        took.append(time.monotonic() - started)
+        assert body["status"] == "finished", body
+    assert statistics.median(took) < WOKEN_WITHIN_S, f"answers took (s): {sorted(took)}"
+
+
+def test_a_long_poll_on_a_running_job_is_woken_by_its_end(client: httpx.Client) -> None:
+    late = []
+    for _ in range(5):
+        job_id = client.post("/pin", json={"delay": 0.35}).json()["job_id"]
+        body = client.get(f"/status/{job_id}", params={"wait": 10}).json()
+        answered = time.time()
+        assert body["status"] == "finished", body
+        late.append(answered - _epoch(body["metrics"]["finished_at"].replace("Z", "+00:00")))
+    assert statistics.median(late) < WOKEN_WITHIN_S, f"answered after the end (s): {late}"
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
