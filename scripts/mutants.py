@@ -338,6 +338,7 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             "tests/app/test_errors_and_limits.py::"
             "test_60_mb_upload_is_refused_while_streaming_with_bounded_memory",
+            f"{RESULTS}::test_a_chunked_upload_over_the_limit_is_refused_and_stores_nothing",
         ),
         "a chunked upload over the limit is read whole before it is refused (issue 16, 5)",
     ),

@@ -1,5 +1,6 @@
 """Queue mode end to end, on every store backend: a media result keeps its file name and
-content type, and a long-poll answers as soon as its job ends (woken, not polled)."""
+content type, a long-poll answers as soon as its job ends (woken, not polled), and a
+chunked upload over the limit is refused while it streams, storing nothing."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -21,6 +23,8 @@ from tests.supervisor.support import ready_workers
 # The API re-reads a waited-for job every 0.5 s even when no wake-up comes; an answer well
 # under that shows the wake-up worked.
 WOKEN_WITHIN_S = 0.3
+LIMIT_MB = 1
+BOUNDARY = "teeth-boundary"
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -28,7 +32,7 @@ def service(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServiceProcess]:
     tmp = tmp_path_factory.mktemp(f"results-{request.param}")
-    settings = {"max_workers": 1, "gpus": "none"}
+    settings = {"max_workers": 1, "gpus": "none", "max_upload_file_size_mb": LIMIT_MB}
     if request.param == "sqlite":
         with running_service(tmp, "queue_ok.py", **settings) as svc:
             yield svc
@@ -89,3 +93,35 @@ def test_a_long_poll_on_a_running_job_is_woken_by_its_end(client: httpx.Client) 
 
 def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
+
+
+def chunked_upload(total: int, sent: list[int]) -> Iterator[bytes]:
+    """A multipart image upload of ``total`` bytes in 64 KiB chunks (no Content-Length)."""
+    yield (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="big.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
+    chunk = b"\x89" * 65536
+    while sent[0] < total:
+        sent[0] += len(chunk)
+        yield chunk
+    yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def test_a_chunked_upload_over_the_limit_is_refused_and_stores_nothing(
+    client: httpx.Client, service: ServiceProcess
+) -> None:
+    before = client.get("/jobs", params={"limit": 1000}).json()["jobs"]
+    files_dir = Path(service.env["APIPOD_DATA_DIR"]) / "files"
+    stored_before = set(files_dir.iterdir()) if files_dir.exists() else set()
+    total, sent = 40 * LIMIT_MB * 1_000_000, [0]
+    headers = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
+    response = client.post("/invert", content=chunked_upload(total, sent), headers=headers)
+    assert response.request.headers.get("transfer-encoding") == "chunked"
+    assert response.status_code == 413, response.text[:300]
+    assert "detail" in response.json()
+    assert sent[0] < total // 2, f"the client sent {sent[0]} bytes before the 413"
+    assert client.get("/jobs", params={"limit": 1000}).json()["jobs"] == before
+    stored_after = set(files_dir.iterdir()) if files_dir.exists() else set()
+    assert stored_after == stored_before
+    assert client.post("/noop", params={"wait": 10}, json={}).json()["status"] == "finished"
