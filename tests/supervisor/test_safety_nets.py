@@ -54,6 +54,7 @@ def failed_rows(client: httpx.Client) -> list[dict]:
 
 
 # --- on_worker_start that never returns ----------------------------------------------------
+@pytest.mark.slow
 def test_a_hung_worker_start_is_killed_after_worker_start_timeout(tmp_path: Path) -> None:
     with (
         running_service(
@@ -62,22 +63,17 @@ def test_a_hung_worker_start_is_killed_after_worker_start_timeout(tmp_path: Path
             wait_healthy=False,
             max_workers=1,
             gpus="none",
-            worker_start_timeout=1,
+            worker_start_timeout=2,
         ) as service,
         client_for(service) as client,
     ):
         service.wait_until("/health", timeout=60)
-        started = wait_until(
-            lambda: [w for w in health(client)[1].get("workers", []) if w["state"] == "starting"],
-            30,
-            "a starting worker",
-        )
-        hung_pid = started[0]["pid"]
-        [failed] = wait_until(lambda: failed_rows(client), 15, "the hung start to be reported")
-        assert "on_worker_start did not finish within 1 s" in failed["error"], failed
+        failed = wait_until(lambda: failed_rows(client), 20, "the hung start to be reported")[0]
+        assert "on_worker_start did not finish within 2 s" in failed["error"], failed
+        hung_pid = failed["pid"]
         wait_until(lambda: gone(hung_pid), 5, f"the hung worker pid {hung_pid} to be killed")
         code, body = health(client)
-        assert code == 503 and "did not finish within 1 s" in body["reason"], body
+        assert code == 503 and "did not finish within 2 s" in body["reason"], body
         assert service.process.poll() is None, "the supervisor keeps running"
 
 
