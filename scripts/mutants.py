@@ -183,7 +183,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "apipod/supervisor/workers.py",
         "if slot.load_failures >= MAX_LOAD_FAILURES:",
         "if slot.load_failures >= MAX_LOAD_FAILURES * 1000:",
-        (f"{SAFETY}::test_a_slot_whose_start_keeps_failing_is_given_up",),
+        (f"{SAFETY}::test_a_slot_whose_start_keeps_failing_is_backed_off_then_given_up",),
         "a slot whose on_worker_start keeps failing is restarted forever (issue 16, 4)",
     ),
     Mutant(
@@ -218,6 +218,7 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             "tests/supervisor/test_failures.py::"
             "test_failed_worker_start_is_not_respawned_in_a_tight_loop",
+            f"{SAFETY}::test_a_slot_whose_start_keeps_failing_is_backed_off_then_given_up",
         ),
         "a worker whose start fails is respawned in a tight loop (no back-off)",
     ),

@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -18,7 +19,7 @@ import psutil
 import pytest
 
 from apipod.store import JobStatus, JobStore, WorkerInfo, WorkerState, open_store
-from tests.helpers import running_service
+from tests.helpers import ServiceProcess, running_service
 from tests.store.postgres_db import fresh_database
 from tests.supervisor.support import (
     client_for,
@@ -35,6 +36,7 @@ from tests.supervisor.support import (
     wait_until,
 )
 
+LOG_TIME = "%Y-%m-%d %H:%M:%S,%f"  # asctime of the service's log lines
 FOREIGN_WORKER = "elsewhere-0a1b2c/w0.abcdef"  # a worker of another box on the same store
 
 
@@ -43,6 +45,12 @@ def gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def attempt_times(service: ServiceProcess) -> list[float]:
+    """When each worker start failed: the log line each worker writes, by its timestamp."""
+    lines = [line for line in full_log(service).splitlines() if "failed to load" in line]
+    return [datetime.strptime(line[:23], LOG_TIME).timestamp() for line in lines]
 
 
 def failed_rows(client: httpx.Client) -> list[dict]:
@@ -105,19 +113,21 @@ def test_sighup_replaces_every_worker_and_the_running_job_finishes(tmp_path: Pat
 
 # --- a worker start that keeps failing ------------------------------------------------------------
 @pytest.mark.slow
-def test_a_slot_whose_start_keeps_failing_is_given_up(tmp_path: Path) -> None:
+def test_a_slot_whose_start_keeps_failing_is_backed_off_then_given_up(tmp_path: Path) -> None:
     with running_service(
         tmp_path, "queue_load_fails.py", wait_healthy=False, max_workers=1, gpus="none"
     ) as service:
         service.wait_until("/health", timeout=60)
-        # back-off 1, 2, 4, 8 s between the five attempts
         wait_until(
             lambda: count_in_log(service, "not restarting it"), 60, "the slot to be given up"
         )
-        attempts = count_in_log(service, "failed to load")
+        attempts = attempt_times(service)
         time.sleep(4)
-        assert count_in_log(service, "failed to load") == attempts, full_log(service)[-3000:]
-        assert attempts >= 2
+        assert len(attempt_times(service)) == len(attempts), full_log(service)[-3000:]
+        assert len(attempts) >= 3
+        # the back-off doubles from 1 s between attempts (plus each start's own time)
+        gaps = [later - earlier for earlier, later in zip(attempts, attempts[1:], strict=False)]
+        assert all(gap >= 0.8 * 2**i for i, gap in enumerate(gaps)), f"gaps (s): {gaps}"
         supervisor = psutil.Process(service.process.pid)
         alive = [
             p
