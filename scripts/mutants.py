@@ -11,6 +11,7 @@ code too.
     python scripts/mutants.py --list         # names, files and tests
     python scripts/mutants.py --only NAME    # one mutant (repeatable)
     python scripts/mutants.py --baseline     # first check the tests pass unmutated
+    python scripts/mutants.py --each -v      # every named test, each failure printed
 
 Outcomes: ``caught`` (a named test failed), ``survived`` (they all passed: a gap in the
 tests), ``stale`` (the snippet is no longer in the file, or is there more than once: the
@@ -384,13 +385,17 @@ def copy_repository(destination: Path) -> None:
         shutil.copy2(source, target)
 
 
-def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, str]:
+def run_tests(
+    copy: Path, tests: tuple[str, ...], timeout: float, each: bool = False
+) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("APIPOD_")}
     env["APIPOD_TEST_POSTGRES_URL"] = os.environ.get("APIPOD_TEST_POSTGRES_URL", "") or (
         "postgresql://postgres@127.0.0.1:5432/test"
     )
     env.update(PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1")
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
+    if not each:
+        command.append("-x")  # the first failure is enough
     command += ["-o", "addopts=", "--timeout", str(int(timeout))]
     try:
         done = subprocess.run(
@@ -403,8 +408,10 @@ def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, 
 
 
 def failure_summary(output: str) -> str:
-    lines = [line for line in output.splitlines() if line.startswith(("E ", "FAILED", "ERROR"))]
-    return "\n".join(lines[:12]) or "\n".join(output.splitlines()[-12:])
+    lines = output.splitlines()
+    failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
+    errors = [line for line in lines if line.startswith("E ")][:12]
+    return "\n".join(errors + failed) or "\n".join(lines[-12:])
 
 
 def outcome(code: int) -> str:
@@ -416,7 +423,7 @@ def outcome(code: int) -> str:
     return "error"
 
 
-def run_mutant(copy: Path, mutant: Mutant, timeout: float, verbose: bool) -> str:
+def run_mutant(copy: Path, mutant: Mutant, timeout: float, verbose: bool, each: bool) -> str:
     path = copy / mutant.file
     if not path.is_file():
         print(f"  stale: {mutant.file} no longer exists")
@@ -430,7 +437,7 @@ def run_mutant(copy: Path, mutant: Mutant, timeout: float, verbose: bool) -> str
     path.write_text(original.replace(mutant.find, mutant.replace))
     started = time.monotonic()
     try:
-        code, output = run_tests(copy, mutant.tests, timeout)
+        code, output = run_tests(copy, mutant.tests, timeout, each)
     finally:
         path.write_text(original)
     result = outcome(code)
@@ -459,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", action="store_true", help="first run tests unmutated")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per mutant")
     parser.add_argument("-v", "--verbose", action="store_true", help="print each failure")
+    parser.add_argument(
+        "--each", action="store_true", help="run every named test, not only up to the first failure"
+    )
     args = parser.parse_args(argv)
     selected = list(MUTANTS)
     if args.only:
@@ -480,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         for index, mutant in enumerate(selected, 1):
             print(f"[{index}/{len(selected)}] {mutant.name}: {mutant.breaks}")
-            result = run_mutant(copy, mutant, args.timeout, args.verbose)
+            result = run_mutant(copy, mutant, args.timeout, args.verbose, args.each)
             results.setdefault(result, []).append(mutant.name)
     print("\nsummary: " + ", ".join(f"{len(v)} {k}" for k, v in sorted(results.items())))
     for kind in ("survived", "stale", "error"):

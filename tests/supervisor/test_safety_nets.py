@@ -192,6 +192,7 @@ def foreign_job(store: JobStore) -> str:
     return job.id
 
 
+@pytest.mark.slow
 def test_a_starting_box_leaves_other_boxes_jobs_alone(
     tmp_path: Path, shared_store_url: str | None
 ) -> None:
