@@ -83,10 +83,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "store-finish-not-final",
         "apipod/store/sql.py",
-        "\"UPDATE jobs SET status = 'finished', result = ?, finished_at = ?,\"\n"
-        '        f" lease_expires_at = NULL WHERE {_OWNED}"',
-        "\"UPDATE jobs SET status = 'finished', result = ?, finished_at = ?,\"\n"
-        '        " lease_expires_at = NULL WHERE id = ? AND worker = ?"',
+        'f" lease_expires_at = NULL WHERE {_OWNED}"',  # the end of the finish statement
+        '" lease_expires_at = NULL WHERE id = ? AND worker = ?"',
         (f"{CONTRACT}::test_a_job_ends_once", f"{CONTRACT}::test_late_finish_is_dropped"),
         "a terminal job can be finished again (terminal statuses are not final)",
     ),
