@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Path, Query
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from apipod.app import joblist
 from apipod.app.jobresult import has_files, job_result
 from apipod.config import Config
 from apipod.endpoint import InputValidationError
@@ -240,11 +241,14 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
         summary="Job history, newest first (without results: read those from /status/{id})",
     )
     async def list_jobs(
-        status: str | None = None,
-        endpoint: str | None = None,
+        status: Annotated[list[str] | None, Query(description="queued, processing, ...")] = None,
+        endpoint: Annotated[
+            list[str] | None, Query(description="e.g. /generate or generate")
+        ] = None,
         limit: int = Query(100, ge=1, le=1000),
+        cursor: str | None = Query(None, description="next_cursor of the previous page"),
     ) -> JSONResponse:
-        jobs = await queue.call(
-            lambda: queue.store.list_jobs(status=status, endpoint=endpoint, limit=limit)
-        )
-        return JSONResponse({"jobs": [queue.summary(j) for j in jobs]})
+        filters = (joblist.parse_statuses(status or []), joblist.parse_endpoints(endpoint or []))
+        before = joblist.parse_cursor(cursor)
+        jobs, positions = await queue.call(joblist.job_page, queue.store, *filters, limit, before)
+        return JSONResponse(joblist.page_body(queue, jobs, positions, limit))

@@ -290,3 +290,42 @@ class JobStore(abc.ABC):
         """Delete the rows of workers whose ``heartbeat_at`` is more than
         ``stale_after_s`` seconds old (their box is gone for good), except ``failed``
         rows, which record why a worker slot stopped; return the ids deleted."""
+
+    # --- operations (apipod jobs, /jobs, the dashboard) --------------------------------------
+    @abc.abstractmethod
+    def job_summaries(
+        self,
+        *,
+        statuses: Sequence[str] = (),
+        endpoints: Sequence[str] = (),
+        limit: int = 100,
+        before_seq: int | None = None,
+    ) -> list[Job]:
+        """Jobs newest (highest seq) first, without payloads (``inputs`` is ``{}``,
+        ``result`` None): those of any of ``statuses`` and ``endpoints`` (empty: all),
+        with ``seq < before_seq`` when given (cursor pagination), at most ``limit``."""
+
+    @abc.abstractmethod
+    def job_summary(self, job_id: str) -> Job | None:
+        """The job without payloads (as in :meth:`job_summaries`), or None."""
+
+    @abc.abstractmethod
+    def queue_positions(self, seqs: Sequence[int]) -> dict[int, int]:
+        """For each seq of a queued job: its place in the claim order (1 = next), counting
+        the queued jobs of every endpoint. Seqs of jobs not queued are left out."""
+
+    @abc.abstractmethod
+    def retry(self, job_id: str) -> Job | None:
+        """failed, timeout or cancelled → queued again (at its original place), as a new
+        attempt: error, result, progress, worker and times are cleared, ``queued_at`` is
+        now, and ``max_attempts`` grows when needed so that one more attempt is allowed.
+        Other statuses are left as they are. The job (without payloads) after the change,
+        or None when unknown."""
+
+    @abc.abstractmethod
+    def purge(
+        self, older_than_s: float, statuses: Sequence[str] = (), batch_size: int = 500
+    ) -> int:
+        """Delete ended jobs (of ``statuses``; empty: every terminal status) that ended
+        more than ``older_than_s`` seconds ago, with their files; how many. A status that
+        is not terminal raises ValueError: queued and running jobs are never purged."""

@@ -22,6 +22,7 @@ from typing import Any, BinaryIO, Protocol, TypeVar
 from apipod.errors import QueueFull
 from apipod.store.base import Chunk, Job, JobStatus, JobStore, WorkerInfo
 from apipod.store.localfiles import LocalFiles, check_job_id
+from apipod.store.operations import OperationsMixin
 from apipod.store.sql import (
     append_chunk_sql,
     build_statements,
@@ -79,7 +80,7 @@ class Wakeup(Protocol):
     def close(self) -> None: ...
 
 
-class SqlJobStore(JobStore):
+class SqlJobStore(OperationsMixin, JobStore):
     """Dialect-independent verbs. Subclasses set ``dialect`` and ``paramstyle`` and
     implement the primitives, ``migrate`` and ``close`` (calling ``super().close()``)."""
 
