@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse
 
 from apipod.app import joblist
 from apipod.app.jobresult import has_files, job_result
+from apipod.app.metrics import install_metrics
 from apipod.config import Config
 from apipod.endpoint import InputValidationError
 from apipod.errors import JobNotFound
@@ -209,7 +210,8 @@ def check_job_id(job_id: str) -> str:
 
 
 def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
-    """Register ``/status``, ``/cancel`` and ``/jobs`` on ``app``."""
+    """Register ``/status``, ``/cancel``, ``/jobs`` and ``/metrics`` on ``app``."""
+    install_metrics(app, queue)
     read_status = queue.status_response
 
     @app.router.get("/status/{job_id}", tags=["jobs"], summary="Status and result of a job")

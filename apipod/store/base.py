@@ -120,6 +120,21 @@ class WorkerInfo:
     heartbeat_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class JobMetrics:
+    """The job numbers behind ``/metrics``, read from the store (see migration 0006).
+
+    ``counts``: ``(endpoint, event) -> n`` since the store was created, where event is
+    ``submitted`` or a terminal status (the jobs that ended so). ``durations``: rows
+    ``(metric, endpoint, le, count, total)`` of the ``wait`` and ``run`` histograms, one
+    per bucket that holds values (not cumulative). ``active``: ``(endpoint, status) -> n``
+    for the queued and processing jobs now."""
+
+    counts: dict[tuple[str, str], int]
+    durations: list[tuple[str, str, str, int, float]]
+    active: dict[tuple[str, str], int]
+
+
 class JobStore(abc.ABC):
     """The contract of a job store. See the module docstring for the rules."""
 
@@ -329,3 +344,7 @@ class JobStore(abc.ABC):
         """Delete ended jobs (of ``statuses``; empty: every terminal status) that ended
         more than ``older_than_s`` seconds ago, with their files; how many. A status that
         is not terminal raises ValueError: queued and running jobs are never purged."""
+
+    @abc.abstractmethod
+    def job_metrics(self) -> JobMetrics:
+        """The counters, histograms and current queue of every endpoint."""

@@ -13,7 +13,7 @@ import bisect
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from apipod.store.base import TERMINAL_STATUSES, Job, JobStatus
+from apipod.store.base import TERMINAL_STATUSES, Job, JobMetrics, JobStatus
 from apipod.store.sql import (
     JOB_COLUMNS,
     format_ts,
@@ -39,6 +39,15 @@ _RETRY = (
     " started_at = NULL, finished_at = NULL, queued_at = ?"
     " WHERE id = ? AND status IN ('failed', 'timeout', 'cancelled')"
     f" RETURNING {_SUMMARY_COLS}"
+)
+#: Upper bounds (seconds) of the ``wait`` and ``run`` histogram buckets, ``+Inf`` after
+#: them: the list the triggers of migration 0006 sort values by.
+DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+_COUNTS = "SELECT endpoint, event, count FROM job_counts"
+_DURATIONS = "SELECT metric, endpoint, le, count, total FROM job_durations"
+_ACTIVE = (
+    "SELECT endpoint, status, count(*) FROM jobs WHERE status IN ('queued', 'processing')"
+    " GROUP BY endpoint, status"
 )
 _QUEUED_SEQS = "SELECT seq FROM jobs WHERE status = 'queued' AND seq <= ? ORDER BY seq"
 _GET_SUMMARY = f"SELECT {_SUMMARY_COLS} FROM jobs WHERE id = ?"
@@ -113,6 +122,16 @@ class OperationsMixin:
             if index < len(queued) and queued[index] == seq:
                 positions[seq] = index + 1
         return positions
+
+    def job_metrics(self) -> JobMetrics:
+        """See :meth:`JobStore.job_metrics`."""
+        counts = {(e, event): int(n) for e, event, n in self._read(_COUNTS)}
+        durations = [
+            (metric, e, le, int(n), float(total))
+            for metric, e, le, n, total in self._read(_DURATIONS)
+        ]
+        active = {(e, status): int(n) for e, status, n in self._read(_ACTIVE)}
+        return JobMetrics(counts=counts, durations=durations, active=active)
 
     def retry(self, job_id: str) -> Job | None:
         """See :meth:`JobStore.retry`."""

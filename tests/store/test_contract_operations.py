@@ -3,11 +3,13 @@ purge), through the public API, for every backend."""
 
 from __future__ import annotations
 
+import importlib.util
 import time
 
 import pytest
 
 from apipod.store import JobStatus, JobStore
+from apipod.store.operations import DURATION_BUCKETS
 from tests.store.test_contract import claimed, submit
 
 
@@ -90,3 +92,51 @@ def test_purge_deletes_only_ended_jobs_of_the_given_statuses(store: JobStore) ->
         store.read_file(ref)
     with pytest.raises(ValueError):
         store.purge(0, ["queued"])
+
+
+def test_job_metrics_count_every_job_once_and_outlive_the_jobs(store: JobStore) -> None:
+    a1, a2, a3 = (submit(store, "/a").id for _ in range(3))
+    b1 = submit(store, "/b").id
+    assert claimed(store).id == a1
+    assert store.finish(a1, "w1", {"ok": True})
+    assert claimed(store).id == a2
+    assert store.fail(a2, "w1", "boom")
+    store.cancel(a3)
+    store.cancel(a3)  # no second count
+    metrics = store.job_metrics()
+    assert metrics.counts == {
+        ("/a", "submitted"): 3,
+        ("/b", "submitted"): 1,
+        ("/a", "finished"): 1,
+        ("/a", "failed"): 1,
+        ("/a", "cancelled"): 1,
+    }
+    assert metrics.active == {("/b", "queued"): 1}
+    waits = [row for row in metrics.durations if row[0] == "wait"]
+    runs = [row for row in metrics.durations if row[0] == "run"]
+    assert sum(row[3] for row in waits) == 2 and sum(row[3] for row in runs) == 2
+    assert {row[1] for row in waits + runs} == {"/a"}
+    assert all(row[2] in BUCKET_LABELS and row[4] >= 0 for row in waits + runs)
+    assert sum(row[4] for row in runs) < 5.0  # seconds, not days or microseconds
+    # a requeued job starts again: its wait is counted once, at its first start
+    assert claimed(store).id == b1
+    assert store.release(b1, "w1", "crashed") is JobStatus.QUEUED
+    assert claimed(store).id == b1
+    assert store.job_metrics().active == {("/b", "processing"): 1}
+    waits_b = [r for r in store.job_metrics().durations if r[:2] == ("wait", "/b")]
+    assert sum(row[3] for row in waits_b) == 1
+    assert store.purge(0) == 3
+    assert store.job_metrics().counts[("/a", "submitted")] == 3
+
+
+def test_the_migration_sorts_by_the_readers_buckets() -> None:
+    from apipod.store.migrate import discover
+
+    migration = next(m for m in discover() if m.version == "0006")
+    spec = importlib.util.spec_from_file_location("m0006", migration.path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.BUCKETS == DURATION_BUCKETS
+
+
+BUCKET_LABELS = {f"{b:g}" for b in DURATION_BUCKETS} | {"+Inf"}
