@@ -135,6 +135,16 @@ class JobMetrics:
     active: dict[tuple[str, str], int]
 
 
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    """The job an ``Idempotency-Key`` of an endpoint stands for, and the digest of the
+    request that created it."""
+
+    job_id: str
+    request_hash: str
+    created_at: datetime
+
+
 class JobStore(abc.ABC):
     """The contract of a job store. See the module docstring for the rules."""
 
@@ -348,3 +358,16 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def job_metrics(self) -> JobMetrics:
         """The counters, histograms and current queue of every endpoint."""
+
+    @abc.abstractmethod
+    def reserve_idempotency_key(
+        self, endpoint: str, key: str, request_hash: str, job_id: str
+    ) -> IdempotencyRecord:
+        """Bind ``(endpoint, key)`` to ``job_id`` unless it is bound already; return the
+        binding that holds (ours when ``record.job_id == job_id``). Atomic: of submits
+        racing with one key, exactly one wins. A binding is deleted with its job."""
+
+    @abc.abstractmethod
+    def release_idempotency_key(self, endpoint: str, key: str, job_id: str) -> None:
+        """Delete the binding of ``(endpoint, key)`` if it still names ``job_id`` (its
+        submit failed, or it was left behind by a crash before the job was stored)."""

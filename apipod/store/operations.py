@@ -13,7 +13,7 @@ import bisect
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from apipod.store.base import TERMINAL_STATUSES, Job, JobMetrics, JobStatus
+from apipod.store.base import TERMINAL_STATUSES, IdempotencyRecord, Job, JobMetrics, JobStatus
 from apipod.store.sql import (
     JOB_COLUMNS,
     format_ts,
@@ -49,6 +49,14 @@ _ACTIVE = (
     "SELECT endpoint, status, count(*) FROM jobs WHERE status IN ('queued', 'processing')"
     " GROUP BY endpoint, status"
 )
+_RESERVE_KEY = (
+    "INSERT INTO idempotency_keys (endpoint, key, request_hash, job_id, created_at)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (endpoint, key) DO NOTHING"
+)
+_READ_KEY = (
+    "SELECT job_id, request_hash, created_at FROM idempotency_keys WHERE endpoint = ? AND key = ?"
+)
+_RELEASE_KEY = "DELETE FROM idempotency_keys WHERE endpoint = ? AND key = ? AND job_id = ?"
 _QUEUED_SEQS = "SELECT seq FROM jobs WHERE status = 'queued' AND seq <= ? ORDER BY seq"
 _GET_SUMMARY = f"SELECT {_SUMMARY_COLS} FROM jobs WHERE id = ?"
 
@@ -132,6 +140,26 @@ class OperationsMixin:
         ]
         active = {(e, status): int(n) for e, status, n in self._read(_ACTIVE)}
         return JobMetrics(counts=counts, durations=durations, active=active)
+
+    def reserve_idempotency_key(
+        self, endpoint: str, key: str, request_hash: str, job_id: str
+    ) -> IdempotencyRecord:
+        """See :meth:`JobStore.reserve_idempotency_key`."""
+        # Insert, else read the binding that won; a binding released between the two
+        # (its submit failed) lets us try again.
+        while True:
+            now = utcnow()
+            params = (endpoint, key, request_hash, job_id, format_ts(now))
+            if self._write(self._adapt(_RESERVE_KEY), params) == 1:
+                return IdempotencyRecord(job_id, request_hash, now)
+            rows = self._read(self._adapt(_READ_KEY), (endpoint, key))
+            if rows:
+                owner, digest, created = rows[0]
+                return IdempotencyRecord(owner, digest, parse_ts(created))
+
+    def release_idempotency_key(self, endpoint: str, key: str, job_id: str) -> None:
+        """See :meth:`JobStore.release_idempotency_key`."""
+        self._write(self._adapt(_RELEASE_KEY), (endpoint, key, job_id))
 
     def retry(self, job_id: str) -> Job | None:
         """See :meth:`JobStore.retry`."""

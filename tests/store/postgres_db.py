@@ -61,5 +61,6 @@ def empty_tables(url: str) -> None:
     with psycopg.connect(url, autocommit=True, connect_timeout=2) as conn:
         conn.execute("SET lock_timeout = '10s'")  # a leaked transaction fails, not hangs
         conn.execute(
-            "TRUNCATE jobs, workers, files, chunks, job_counts, job_durations RESTART IDENTITY"
+            "TRUNCATE jobs, workers, files, chunks, job_counts, job_durations, idempotency_keys"
+            " RESTART IDENTITY"
         )

@@ -4,6 +4,7 @@ purge), through the public API, for every backend."""
 from __future__ import annotations
 
 import importlib.util
+import threading
 import time
 
 import pytest
@@ -140,3 +141,46 @@ def test_the_migration_sorts_by_the_readers_buckets() -> None:
 
 
 BUCKET_LABELS = {f"{b:g}" for b in DURATION_BUCKETS} | {"+Inf"}
+
+
+def test_an_idempotency_key_binds_one_job_until_the_job_is_gone(store: JobStore) -> None:
+    first = store.reserve_idempotency_key("/a", "key-1", "hash-1", "job-1")
+    assert (first.job_id, first.request_hash) == ("job-1", "hash-1")
+    again = store.reserve_idempotency_key("/a", "key-1", "hash-2", "job-2")
+    assert (again.job_id, again.request_hash) == ("job-1", "hash-1")
+    assert again.created_at == first.created_at
+    other = store.reserve_idempotency_key("/b", "key-1", "hash-3", "job-3")
+    assert other.job_id == "job-3"  # keys are per endpoint
+    store.release_idempotency_key("/a", "key-1", "job-2")  # not its job: kept
+    assert store.reserve_idempotency_key("/a", "key-1", "h", "job-4").job_id == "job-1"
+    store.release_idempotency_key("/a", "key-1", "job-1")
+    assert store.reserve_idempotency_key("/a", "key-1", "h", "job-5").job_id == "job-5"
+    # the binding goes with its job (purge here; the TTL's expire deletes rows alike)
+    job = submit(store, "/c", job_id="job-6")
+    store.reserve_idempotency_key("/c", "key-2", "h", job.id)
+    store.cancel(job.id)
+    assert store.purge(0) == 1
+    assert store.reserve_idempotency_key("/c", "key-2", "h", "job-7").job_id == "job-7"
+    expired = submit(store, "/c", job_id="job-8")
+    store.reserve_idempotency_key("/c", "key-3", "h", expired.id)
+    store.cancel(expired.id)
+    time.sleep(0.01)
+    assert store.expire(0) == 1
+    assert store.reserve_idempotency_key("/c", "key-3", "h", "job-9").job_id == "job-9"
+
+
+def test_racing_reservations_of_one_key_have_one_winner(store: JobStore) -> None:
+    barrier = threading.Barrier(8)
+    winners: list[str] = []
+
+    def reserve(index: int) -> None:
+        barrier.wait()
+        record = store.reserve_idempotency_key("/a", "raced", "h", f"job-{index}")
+        winners.append(record.job_id)
+
+    threads = [threading.Thread(target=reserve, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(winners) == 8 and len(set(winners)) == 1

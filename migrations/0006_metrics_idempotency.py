@@ -1,4 +1,5 @@
-"""Job metrics kept by the database: counters and duration histograms.
+"""Job metrics kept by the database (counters and duration histograms), and the
+``Idempotency-Key`` of submits.
 
 ``job_counts`` counts per endpoint the jobs submitted (``event = 'submitted'``) and the
 jobs that ended, by terminal status. ``job_durations`` holds two histograms per endpoint,
@@ -7,6 +8,10 @@ bucket a value fell into (``le`` is the bucket's upper bound as Prometheus write
 ``total`` the sum of the values in it). Triggers update both in the transaction that
 inserts or changes the job, so they count every job exactly once, whichever process or
 box wrote it, and they outlive the jobs (which the TTL deletes).
+
+``idempotency_keys`` maps ``(endpoint, key)`` to the job a submit with that
+``Idempotency-Key`` created, with a digest of the request; a trigger deletes the key with
+its job (TTL, purge), so a key is honoured exactly as long as its job can be read.
 """
 
 from __future__ import annotations
@@ -36,6 +41,15 @@ def _tables(dialect: str) -> list[str]:
             total {real} NOT NULL,
             PRIMARY KEY (metric, endpoint, le)
         )""",
+        f"""CREATE TABLE idempotency_keys (
+            endpoint TEXT NOT NULL,
+            key TEXT NOT NULL,
+            request_hash TEXT NOT NULL,
+            job_id TEXT NOT NULL,
+            created_at {"TEXT" if dialect == "sqlite" else 'TEXT COLLATE "C"'} NOT NULL,
+            PRIMARY KEY (endpoint, key)
+        )""",
+        "CREATE INDEX ix_idempotency_keys_job ON idempotency_keys (job_id)",
     ]
 
 
@@ -89,6 +103,12 @@ def _triggers(dialect: str) -> list[tuple[str, str, str, list[str]]]:
             f"NEW.status IN {_TERMINAL} AND OLD.status NOT IN {_TERMINAL}",
             [_count("NEW.status"), _observe("run", run, "NEW.started_at IS NOT NULL")],
         ),
+        (
+            "jobs_forget_idempotency_keys",
+            "DELETE",
+            "TRUE",
+            ["DELETE FROM idempotency_keys WHERE job_id = OLD.id"],
+        ),
     ]
 
 
@@ -108,7 +128,8 @@ def _postgres_trigger(name: str, event: str, when: str, statements: list[str]) -
 
 
 def upgrade(conn: sqlalchemy.Connection, dialect: str) -> None:
-    """Create ``job_counts`` and ``job_durations`` and the triggers that fill them."""
+    """Create ``job_counts``, ``job_durations`` and ``idempotency_keys``, and the triggers
+    that keep them."""
     statements = _tables(dialect)
     for trigger in _triggers(dialect):
         if dialect == "sqlite":
