@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from starlette.exceptions import HTTPException
+
 from apipod.endpoint import InputValidationError
 from apipod.store.base import Job, JobStatus, JobStore
 
@@ -71,6 +73,14 @@ def page_body(
         rows.append(row)
     next_cursor = str(jobs[-1].seq) if len(jobs) == limit else None
     return {"jobs": rows, "next_cursor": next_cursor}
+
+
+def not_retryable(job: Job) -> HTTPException:
+    """The 409 of ``POST /retry/{id}`` for a job that is not failed, timed out or
+    cancelled (queued and running jobs run anyway; a finished one is done)."""
+    return HTTPException(
+        409, f"job {job.id} is {job.status.value}: only failed, timeout or cancelled jobs retry"
+    )
 
 
 def _invalid(field: str, message: str, value: str, kind: str = "value_error") -> Exception:

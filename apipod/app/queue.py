@@ -20,13 +20,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from apipod.app import joblist
+from apipod.app.dashboard import install_dashboard
 from apipod.app.jobresult import has_files, job_result
 from apipod.app.metrics import install_metrics
 from apipod.config import Config
 from apipod.endpoint import InputValidationError
 from apipod.errors import JobNotFound
 from apipod.store import open_store
-from apipod.store.base import Job, JobStore
+from apipod.store.base import Job, JobStatus, JobStore
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -210,8 +211,10 @@ def check_job_id(job_id: str) -> str:
 
 
 def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
-    """Register ``/status``, ``/cancel``, ``/jobs`` and ``/metrics`` on ``app``."""
+    """Register ``/status``, ``/cancel``, ``/retry``, ``/jobs``, ``/metrics`` and
+    ``/dashboard`` on ``app``."""
     install_metrics(app, queue)
+    install_dashboard(app, queue)
     read_status = queue.status_response
 
     @app.router.get("/status/{job_id}", tags=["jobs"], summary="Status and result of a job")
@@ -236,6 +239,20 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
             raise JobNotFound(job_id)
         logger.info("job %s cancelled by client (now %s)", job_id, job.status)
         return JSONResponse(await queue.render(job))
+
+    @app.router.post(
+        "/retry/{job_id}",
+        tags=["jobs"],
+        summary="Queue a failed, timed-out or cancelled job again, as a new attempt",
+    )
+    async def retry(job_id: str = Path(pattern=JOB_ID_PATTERN)) -> JSONResponse:
+        job = await queue.call(queue.store.retry, check_job_id(job_id))
+        if job is None:
+            raise JobNotFound(job_id)
+        if job.status is not JobStatus.QUEUED:
+            raise joblist.not_retryable(job)
+        logger.info("job %s queued again by an operator", job_id)
+        return JSONResponse(queue.summary(job))
 
     @app.router.get(
         "/jobs",

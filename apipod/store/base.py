@@ -360,6 +360,14 @@ class JobStore(abc.ABC):
         """The counters, histograms and current queue of every endpoint."""
 
     @abc.abstractmethod
+    def job_endings(
+        self, since_s: float, limit: int = 50_000
+    ) -> list[tuple[str, str, datetime | None, datetime]]:
+        """``(endpoint, status, started_at, finished_at)`` of the jobs that ended in the
+        last ``since_s`` seconds (and are not expired yet), oldest first, at most
+        ``limit``: the raw material of throughput and latency charts."""
+
+    @abc.abstractmethod
     def reserve_idempotency_key(
         self, endpoint: str, key: str, request_hash: str, job_id: str
     ) -> IdempotencyRecord:

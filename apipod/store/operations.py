@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from apipod.store.base import TERMINAL_STATUSES, IdempotencyRecord, Job, JobMetrics, JobStatus
@@ -57,6 +58,10 @@ _READ_KEY = (
     "SELECT job_id, request_hash, created_at FROM idempotency_keys WHERE endpoint = ? AND key = ?"
 )
 _RELEASE_KEY = "DELETE FROM idempotency_keys WHERE endpoint = ? AND key = ? AND job_id = ?"
+_ENDINGS = (
+    "SELECT endpoint, status, started_at, finished_at FROM jobs"
+    " WHERE finished_at IS NOT NULL AND finished_at >= ? ORDER BY finished_at LIMIT ?"
+)
 _QUEUED_SEQS = "SELECT seq FROM jobs WHERE status = 'queued' AND seq <= ? ORDER BY seq"
 _GET_SUMMARY = f"SELECT {_SUMMARY_COLS} FROM jobs WHERE id = ?"
 
@@ -140,6 +145,13 @@ class OperationsMixin:
         ]
         active = {(e, status): int(n) for e, status, n in self._read(_ACTIVE)}
         return JobMetrics(counts=counts, durations=durations, active=active)
+
+    def job_endings(
+        self, since_s: float, limit: int = 50_000
+    ) -> list[tuple[str, str, datetime | None, datetime]]:
+        """See :meth:`JobStore.job_endings`."""
+        rows = self._read(self._adapt(_ENDINGS), (ts_in(-float(since_s)), int(limit)))
+        return [(e, status, parse_ts(start), parse_ts(end)) for e, status, start, end in rows]
 
     def reserve_idempotency_key(
         self, endpoint: str, key: str, request_hash: str, job_id: str

@@ -84,3 +84,15 @@ def test_pages_follow_each_other_by_cursor(client: httpx.Client) -> None:
     assert seen == ids[::-1]
     statuses = client.get("/jobs", params=[("status", "queued"), ("status", "cancelled")])
     assert set(ids) <= set(ids_of(statuses))
+
+
+def test_retry_route(client: httpx.Client) -> None:
+    job_id = client.post("/pin", json={}).json()["job_id"]
+    refused = client.post(f"/retry/{job_id}")
+    assert refused.status_code == 409 and "queued" in refused.json()["detail"]
+    client.post(f"/cancel/{job_id}")
+    retried = client.post(f"/retry/{job_id}")
+    assert retried.status_code == 200 and retried.json()["status"] == "queued"
+    assert client.get(f"/status/{job_id}").json()["status"] == "queued"
+    assert client.post("/retry/0123456789abcdef").status_code == 404
+    assert client.post("/retry/bad%20id").status_code == 422
