@@ -27,7 +27,7 @@ from apipod.config import Config
 from apipod.endpoint import InputValidationError
 from apipod.errors import JobNotFound
 from apipod.store import open_store
-from apipod.store.base import Job, JobStatus, JobStore
+from apipod.store.base import Job, JobStore
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -248,9 +248,8 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
     async def retry(job_id: str = Path(pattern=JOB_ID_PATTERN)) -> JSONResponse:
         job = await queue.call(queue.store.retry, check_job_id(job_id))
         if job is None:
-            raise JobNotFound(job_id)
-        if job.status is not JobStatus.QUEUED:
-            raise joblist.not_retryable(job)
+            now = await queue.call(queue.store.job_summary, job_id)
+            raise JobNotFound(job_id) if now is None else joblist.not_retryable(now)
         logger.info("job %s queued again by an operator", job_id)
         return JSONResponse(queue.summary(job))
 

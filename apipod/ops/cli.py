@@ -143,9 +143,12 @@ def _cancel(store: JobStore, args: argparse.Namespace) -> int:
 
 def _retry(store: JobStore, args: argparse.Namespace) -> int:
     job = store.retry(args.job_id)
+    if job is not None:
+        return _report_change(args, job, JobStatus.QUEUED, "queued again")
+    job = store.job_summary(args.job_id)
     if job is None:
         return _not_found(args.job_id)
-    return _report_change(args, job, JobStatus.QUEUED, "queued again")
+    return _refuse(args, job, "only failed, timeout or cancelled jobs are retried")
 
 
 def _purge(store: JobStore, args: argparse.Namespace) -> int:
@@ -161,13 +164,16 @@ def _workers(store: JobStore, args: argparse.Namespace) -> int:
 
 
 def _report_change(args: argparse.Namespace, job: Any, wanted: JobStatus, verb: str) -> int:
-    row = job_row(job, None)
     if job.status is not wanted:
-        message = f"job {job.id} is {job.status.value}: not {verb}"
-        _emit(args, {**row, "error": message}, lambda: print(message))
-        return 1
-    _emit(args, row, lambda: print(f"job {job.id} {verb}"))
+        return _refuse(args, job, f"not {verb}")
+    _emit(args, job_row(job, None), lambda: print(f"job {job.id} {verb}"))
     return 0
+
+
+def _refuse(args: argparse.Namespace, job: Any, reason: str) -> int:
+    message = f"job {job.id} is {job.status.value}: {reason}"
+    _emit(args, {**job_row(job, None), "error": message}, lambda: print(message))
+    return 1
 
 
 def _not_found(job_id: str) -> int:

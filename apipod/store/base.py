@@ -344,8 +344,8 @@ class JobStore(abc.ABC):
         """failed, timeout or cancelled → queued again (at its original place), as a new
         attempt: error, result, progress, worker and times are cleared, ``queued_at`` is
         now, and ``max_attempts`` grows when needed so that one more attempt is allowed.
-        Other statuses are left as they are. The job (without payloads) after the change,
-        or None when unknown."""
+        The job (without payloads) after the change; None, and nothing changed, when the
+        job is unknown or in another status."""
 
     @abc.abstractmethod
     def purge(

@@ -178,7 +178,7 @@ class OperationsMixin:
         params = (RETRIED_MESSAGE, format_ts(utcnow()), job_id)
         rows = self._write_rows(self._adapt(_RETRY), params)
         if not rows:
-            return self.job_summary(job_id)
+            return None
         self._work_notify()
         return row_to_summary(rows[0])
 

@@ -55,7 +55,8 @@ def test_retry_puts_an_ended_job_back_as_a_new_attempt(store: JobStore) -> None:
     assert again.id == job.id and again.attempts == 2  # its old place: before `later`
     # one more attempt only: a crash now fails it instead of requeueing it
     assert store.release(job.id, "w1", "worker crashed") is JobStatus.FAILED
-    assert store.retry(later.id).status is JobStatus.QUEUED  # not ended: left as it is
+    assert store.retry(later.id) is None  # not ended: left as it is
+    assert store.get(later.id).status is JobStatus.QUEUED
     assert store.retry("unknown") is None
 
 
@@ -70,7 +71,7 @@ def test_retry_of_cancelled_and_timed_out_jobs(store: JobStore) -> None:
     assert store.finish(finished.id, "w1", {"ok": True})
     assert store.retry(cancelled.id).status is JobStatus.QUEUED
     assert store.retry(timed_out.id).status is JobStatus.QUEUED
-    assert store.retry(finished.id).status is JobStatus.FINISHED
+    assert store.retry(finished.id) is None
     assert store.get(finished.id).result == {"ok": True}
 
 
