@@ -71,10 +71,11 @@ def submit_idempotent(
     values: dict[str, Any],
     payloads: dict[str, Any],
     submit: Callable[..., Job],
+    extra: Any = None,
 ) -> tuple[Job, bool]:
-    """:func:`submit_once` for a request's values and files; ``submit(job_id=...)``
-    stores the job. Blocking (hashing, store calls)."""
-    digest = request_hash(values, payloads)
+    """:func:`submit_once` for a request's values and files (and ``extra``, e.g. its
+    webhook); ``submit(job_id=...)`` stores the job. Blocking (hashing, store calls)."""
+    digest = request_hash(values, payloads, extra)
     return submit_once(store, endpoint, key, digest, lambda job_id: submit(job_id=job_id))
 
 

@@ -61,23 +61,38 @@ def install_metrics(app: FastAPI, queue: QueueFrontEnd) -> None:
 def render_metrics(store: JobStore) -> bytes:
     """The exposition text (blocking: reads the store)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_StoreCollector(store.job_metrics(), store.list_workers()))
+    snapshot = (store.job_metrics(), store.list_workers(), store.webhook_delivery_counts())
+    registry.register(_StoreCollector(*snapshot))
     return generate_latest(registry)
 
 
 class _StoreCollector:
     """One scrape's metric families, from one snapshot of the store."""
 
-    def __init__(self, jobs: JobMetrics, workers: list[WorkerInfo]) -> None:
+    def __init__(
+        self, jobs: JobMetrics, workers: list[WorkerInfo], deliveries: dict[str, int]
+    ) -> None:
         self.jobs = jobs
         self.workers = workers
+        self.deliveries = deliveries
 
     def collect(self) -> Iterator[Metric]:
         yield from self._counters()
         yield from self._queue()
         yield from self._histograms()
         yield from self._workers()
+        yield from self._webhooks()
         yield from _gpu_memory()
+
+    def _webhooks(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "apipod_webhook_deliveries",
+            "Webhook deliveries of the stored jobs, per state (pending, delivered, failed).",
+            labels=["state"],
+        )
+        for state in ("pending", "delivered", "failed"):
+            family.add_metric([state], self.deliveries.get(state, 0))
+        yield family
 
     def _counters(self) -> Iterator[Metric]:
         submitted = CounterMetricFamily(

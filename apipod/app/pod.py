@@ -31,6 +31,7 @@ from apipod.app.idempotency import REPLAYED_HEADER, idempotency_key, submit_idem
 from apipod.app.inputs import read_inputs
 from apipod.app.queue import QueueFrontEnd, install_job_routes, wait_seconds
 from apipod.app.stream import install_stream_route, sync_stream_response
+from apipod.app.webhooks import webhook_policy, webhook_request, with_webhook
 from apipod.config import COMPUTE_MODES, PROVIDERS, Config
 from apipod.endpoint import EndpointSpec, build_spec
 from apipod.errors import APIPodError, ConfigError, EndpointDefinitionError
@@ -257,12 +258,16 @@ class APIPod(FastAPI):
             max_attempts=self.config.max_attempts,
             timeout_s=spec.job_timeout or self.config.job_timeout,
         )
+        webhook = webhook_request(request, self.config)
+        if webhook is not None:
+            policy = webhook_policy(self.config)
+            submit = with_webhook(self.queue.store, webhook, policy, submit)
         key = idempotency_key(request)
         if key is None:
             job, replayed = await self.queue.call(submit), False
         else:
             store = self.queue.store
-            args = (store, spec.path, key, values, payloads, submit)
+            args = (store, spec.path, key, values, payloads, submit, webhook)
             job, replayed = await self.queue.call(submit_idempotent, *args)
         logger.debug("job %s queued for %s", job.id, spec.path)
         if wait:

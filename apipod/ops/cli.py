@@ -129,7 +129,7 @@ def _show(store: JobStore, args: argparse.Namespace) -> int:
     if job is None:
         return _not_found(args.job_id)
     position = store.queue_positions([job.seq]).get(job.seq)
-    detail = job_detail(job, position)
+    detail = job_detail(job, position, store.webhook_deliveries(job.id))
     _emit(args, detail, lambda: _print_detail(detail))
     return 0
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from apipod.app.jobresult import iso as iso_text
 from apipod.payload import FILE_KEY
-from apipod.store.base import Job, WorkerInfo
+from apipod.store.base import Job, WebhookDelivery, WorkerInfo
 
 MAX_TEXT = 120
 MAX_ITEMS = 20
@@ -40,7 +40,9 @@ def job_row(job: Job, queue_position: int | None) -> dict[str, Any]:
     }
 
 
-def job_detail(job: Job, queue_position: int | None) -> dict[str, Any]:
+def job_detail(
+    job: Job, queue_position: int | None, deliveries: list[WebhookDelivery] = ()
+) -> dict[str, Any]:
     """``apipod jobs show``: everything an operator asks about one job."""
     detail: dict[str, Any] = {
         "id": job.id,
@@ -63,8 +65,24 @@ def job_detail(job: Job, queue_position: int | None) -> dict[str, Any]:
         "result": summarize(job.result),
         "error": job.error,
         "traceback": getattr(job, "traceback", None),
+        "webhook_deliveries": [delivery_row(d) for d in deliveries] or None,
     }
     return {k: v for k, v in detail.items() if v is not None}
+
+
+def delivery_row(delivery: WebhookDelivery) -> dict[str, Any]:
+    """One webhook delivery of a job, as ``apipod jobs show`` lists it."""
+    row = {
+        "event": delivery.event,
+        "url": delivery.url,
+        "state": delivery.state,
+        "attempts": delivery.attempts,
+        "last_status": delivery.last_status,
+        "last_error": delivery.last_error,
+        "delivered_at": iso(delivery.delivered_at),
+        "next_attempt_at": iso(delivery.next_attempt_at) if delivery.state == "pending" else None,
+    }
+    return {k: v for k, v in row.items() if v is not None}
 
 
 def summarize(value: Any) -> Any:

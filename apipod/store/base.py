@@ -145,6 +145,26 @@ class IdempotencyRecord:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One row of the webhook outbox: an event of a job to POST to its webhook URL.
+    ``state`` is pending (due at ``next_attempt_at``), delivered or failed (given up);
+    ``body`` is set at the first attempt and sent unchanged by every retry."""
+
+    seq: int
+    job_id: str
+    event: str
+    url: str
+    state: str
+    attempts: int = 0
+    body: str | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    created_at: datetime | None = None
+    delivered_at: datetime | None = None
+
+
 class JobStore(abc.ABC):
     """The contract of a job store. See the module docstring for the rules."""
 
@@ -379,3 +399,48 @@ class JobStore(abc.ABC):
     def release_idempotency_key(self, endpoint: str, key: str, job_id: str) -> None:
         """Delete the binding of ``(endpoint, key)`` if it still names ``job_id`` (its
         submit failed, or it was left behind by a crash before the job was stored)."""
+
+    # --- webhooks (the outbox the supervisors deliver) --------------------------------------
+    @abc.abstractmethod
+    def add_webhook(self, job_id: str, url: str, events: Sequence[str]) -> None:
+        """Subscribe ``url`` to ``events`` (start, progress, completed) of the job
+        ``job_id``, before the job is enqueued. From then on the store itself queues a
+        delivery in the transaction of each such change of the job (migration 0007)."""
+
+    @abc.abstractmethod
+    def remove_webhook(self, job_id: str) -> None:
+        """Drop the subscription (the job's enqueue failed). Never raises when none."""
+
+    @abc.abstractmethod
+    def claim_webhook_deliveries(self, limit: int, lease_s: float) -> list[WebhookDelivery]:
+        """Take up to ``limit`` due pending deliveries, at most one per job (its oldest
+        open one, so a job's events go out in order): ``attempts`` + 1 and
+        ``next_attempt_at`` = now + ``lease_s``, so nobody else takes them meanwhile and
+        they are due again if the taker dies. Oldest first."""
+
+    @abc.abstractmethod
+    def record_webhook_attempt(
+        self,
+        seq: int,
+        *,
+        body: str,
+        status_code: int | None,
+        error: str | None,
+        retry_at: datetime | None,
+    ) -> None:
+        """The outcome of an attempt: delivered when ``error`` is None, else pending again
+        at ``retry_at`` or, without one, failed for good. ``body`` is what was sent."""
+
+    @abc.abstractmethod
+    def webhook_deliveries(self, job_id: str) -> list[WebhookDelivery]:
+        """The job's deliveries, oldest first."""
+
+    @abc.abstractmethod
+    def webhook_delivery_counts(self) -> dict[str, int]:
+        """The number of deliveries per state, of the jobs still stored."""
+
+    @abc.abstractmethod
+    def sweep_webhooks(self, orphan_after_s: float) -> int:
+        """Delete the finished deliveries of jobs that are gone, and subscriptions older
+        than ``orphan_after_s`` whose job was never stored (a crash between the two
+        writes of a submit); how many rows."""

@@ -41,6 +41,7 @@ from apipod.store.sql import (
     worker_params,
 )
 from apipod.store.wakeup import FifoWakeup
+from apipod.store.webhookstore import WebhookOutboxMixin
 
 CANCELLED_ERROR = "cancelled by client"
 LEASE_EXPIRED_ERROR = "lease expired"
@@ -80,7 +81,7 @@ class Wakeup(Protocol):
     def close(self) -> None: ...
 
 
-class SqlJobStore(OperationsMixin, JobStore):
+class SqlJobStore(OperationsMixin, WebhookOutboxMixin, JobStore):
     """Dialect-independent verbs. Subclasses set ``dialect`` and ``paramstyle`` and
     implement the primitives, ``migrate`` and ``close`` (calling ``super().close()``)."""
 
