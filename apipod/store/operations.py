@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from apipod.store.base import TERMINAL_STATUSES, IdempotencyRecord, Job, JobMetrics, JobStatus
+from apipod.store.base import TERMINAL_STATUSES, Job, JobStatus
+from apipod.store.records import IdempotencyRecord, JobMetrics
 from apipod.store.sql import (
     JOB_COLUMNS,
     format_ts,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from apipod.store.base import WebhookDelivery
+from apipod.store.records import WebhookDelivery
 from apipod.store.sql import format_ts, parse_ts, ts_in, utcnow
 
 DELIVERY_COLUMNS = (
