@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import functools
 import statistics
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -32,6 +34,9 @@ if TYPE_CHECKING:
 
 PAGE_PATH = "/dashboard"
 CHART_MINUTES = 60
+#: The charts read every job of the last hour: at most once per this many seconds per
+#: process, however many pages poll.
+CHART_REFRESH_S = 5.0
 RECENT_JOBS = 50
 RUNNING_JOBS = 200
 
@@ -71,8 +76,23 @@ def dashboard_snapshot(store: JobStore, stale_after_s: float) -> dict[str, Any]:
         "running": [_job(job, None) for job in running],
         "recent": [_job(job, positions.get(job.seq)) for job in recent],
         "workers": [worker_view(w, stale_after_s) for w in store.list_workers()],
-        "charts": minute_charts(store.job_endings(CHART_MINUTES * 60), now),
+        "charts": _charts(store, now),
     }
+
+
+_chart_cache: dict[int, tuple[float, dict[str, list[Any]]]] = {}
+_chart_lock = threading.Lock()
+
+
+def _charts(store: JobStore, now: datetime) -> dict[str, list[Any]]:
+    with _chart_lock:
+        cached = _chart_cache.get(id(store))
+        if cached is not None and time.monotonic() - cached[0] < CHART_REFRESH_S:
+            return cached[1]
+        charts = minute_charts(store.job_endings(CHART_MINUTES * 60), now)
+        _chart_cache.clear()  # one store per process: keep the newest only
+        _chart_cache[id(store)] = (time.monotonic(), charts)
+        return charts
 
 
 def _job(job: Job, queue_position: int | None) -> dict[str, Any]:
