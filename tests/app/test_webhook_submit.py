@@ -6,8 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.helpers import running_service
+
+pytestmark = pytest.mark.slow  # two services of their own
 
 
 def test_webhook_submits_are_checked(tmp_path: Path) -> None:
