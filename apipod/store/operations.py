@@ -100,6 +100,8 @@ class OperationsMixin:
     _write_rows: Callable[..., list[tuple[Any, ...]]]
     _cached_sql: Callable[..., str]
     _adapt: Callable[[str], str]
+    #: SqlJobStore's: delete jobs with their files and chunks, as the TTL does.
+    _delete_jobs: Callable[[list[str], int], int]
 
     def job_summaries(
         self,
@@ -206,18 +208,6 @@ class OperationsMixin:
             if not ids:
                 return deleted
             deleted += self._delete_jobs(ids, int(batch_size))
-
-    def _delete_jobs(self, ids: list[str], batch_size: int) -> int:
-        """Files first, then rows (as ``expire`` does); the id list is padded to the
-        batch size so that one statement text serves every batch."""
-        for job_id in ids:
-            self.discard_files(job_id)  # type: ignore[attr-defined]
-        padded = ids + [ids[-1]] * (batch_size - len(ids))
-        sql = self._cached_sql(
-            ("delete-ids", batch_size),
-            lambda: f"DELETE FROM jobs WHERE id IN ({placeholders(batch_size)})",
-        )
-        return self._write(sql, padded)
 
     def _work_notify(self) -> None:
         self._work.notify()  # type: ignore[attr-defined]

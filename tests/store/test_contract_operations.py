@@ -185,3 +185,13 @@ def test_racing_reservations_of_one_key_have_one_winner(store: JobStore) -> None
     for thread in threads:
         thread.join(timeout=30)
     assert len(winners) == 8 and len(set(winners)) == 1
+
+
+def test_purge_takes_a_jobs_streamed_chunks_with_it(store: JobStore) -> None:
+    job = submit(store)
+    claimed(store)
+    assert store.append_chunks(job.id, "w1", ["a", "b"]) is not None
+    store.finish(job.id, "w1", ["a", "b"])
+    assert len(store.read_chunks(job.id)) == 2
+    assert store.purge(0) == 1
+    assert store.read_chunks(job.id) == []
