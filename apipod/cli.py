@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from apipod import __version__
 from apipod.errors import APIPodError
+from apipod.ops import cli as ops_cli
 
 if TYPE_CHECKING:
     from apipod.app.pod import APIPod
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade = db_commands.add_parser("upgrade", help="apply pending schema migrations")
     upgrade.add_argument("--database-url", help="store URL (default: SQLite in the data dir)")
     upgrade.add_argument("--data-dir", help="data directory (default ./apipod-data)")
+    ops_cli.add_commands(commands)
     return parser
 
 
@@ -65,6 +67,8 @@ def _add_start(commands: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "run"):  # apipod.ops.cli's commands
+            return args.run(args)
         if args.command == "db":
             return _db_upgrade(args)
         return _start(args)

@@ -52,6 +52,9 @@ class Config:
     max_jobs_per_worker: int = 0
     worker_max_rss_mb: float = 0.0
     log_level: str = "info"
+    webhook_secret: str | None = None
+    webhook_allowlist: tuple[str, ...] = ()
+    webhook_timeout_s: float = 10.0
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property

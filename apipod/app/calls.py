@@ -77,9 +77,11 @@ def submit_job(
     queue_size: int,
     max_attempts: int,
     timeout_s: float | None,
+    job_id: str | None = None,
 ) -> Job:
-    """Persist media files, then the job row. Runs in a worker thread (blocking I/O)."""
-    job_id = uuid.uuid4().hex
+    """Persist media files, then the job row (with ``job_id``, or a new id). Runs in a
+    worker thread (blocking I/O)."""
+    job_id = job_id or uuid.uuid4().hex
     inputs = {name: encode_result(value) for name, value in values.items()}
     try:
         for name, payload in payloads.items():

@@ -34,7 +34,7 @@ async def _queue_health(app: APIPod) -> JSONResponse:
     store = app.queue.store
     workers, depths = await run_in_threadpool(lambda: (store.list_workers(), store.queue_depths()))
     stale_after = 3 * app.config.lease_s
-    rendered = [_worker(w, stale_after) for w in workers]
+    rendered = [worker_view(w, stale_after) for w in workers]
     serving = [w for w in rendered if w["state"] in SERVING_STATES and not w["stale"]]
     body: dict[str, Any] = {
         "status": "ok" if serving else "unavailable",
@@ -49,7 +49,9 @@ async def _queue_health(app: APIPod) -> JSONResponse:
     return JSONResponse(body, status_code=200 if serving else 503)
 
 
-def _worker(info: WorkerInfo, stale_after: float) -> dict[str, Any]:
+def worker_view(info: WorkerInfo, stale_after: float) -> dict[str, Any]:
+    """A worker row as /health and the dashboard show it (``stale``: no heartbeat
+    for ``stale_after`` seconds)."""
     age = None
     if info.heartbeat_at is not None:
         age = (datetime.now(timezone.utc) - info.heartbeat_at).total_seconds()

@@ -27,9 +27,11 @@ from apipod.app.calls import call_endpoint, media_objects, read_media_inputs, su
 from apipod.app.fastpath import FastPath
 from apipod.app.health import install_health
 from apipod.app.http_errors import install_error_handlers
+from apipod.app.idempotency import REPLAYED_HEADER, idempotency_key, submit_idempotent
 from apipod.app.inputs import read_inputs
 from apipod.app.queue import QueueFrontEnd, install_job_routes, wait_seconds
 from apipod.app.stream import install_stream_route, sync_stream_response
+from apipod.app.webhooks import webhook_policy, webhook_request, with_webhook
 from apipod.config import COMPUTE_MODES, PROVIDERS, Config
 from apipod.endpoint import EndpointSpec, build_spec
 from apipod.errors import APIPodError, ConfigError, EndpointDefinitionError
@@ -246,22 +248,32 @@ class APIPod(FastAPI):
         self, request: Request, spec: EndpointSpec, values: dict, payloads: dict
     ) -> Response:
         wait = wait_seconds(request)
-        job = await self.queue.call(
-            functools.partial(
-                submit_job,
-                spec,
-                values,
-                payloads,
-                self.queue.store,
-                queue_size=spec.queue_size or self.config.queue_size,
-                max_attempts=self.config.max_attempts,
-                timeout_s=spec.job_timeout or self.config.job_timeout,
-            )
+        submit = functools.partial(
+            submit_job,
+            spec,
+            values,
+            payloads,
+            self.queue.store,
+            queue_size=spec.queue_size or self.config.queue_size,
+            max_attempts=self.config.max_attempts,
+            timeout_s=spec.job_timeout or self.config.job_timeout,
         )
+        webhook = webhook_request(request, self.config)
+        if webhook is not None:
+            policy = webhook_policy(self.config)
+            submit = with_webhook(self.queue.store, webhook, policy, submit)
+        key = idempotency_key(request)
+        if key is None:
+            job, replayed = await self.queue.call(submit), False
+        else:
+            store = self.queue.store
+            args = (store, spec.path, key, values, payloads, submit, webhook)
+            job, replayed = await self.queue.call(submit_idempotent, *args)
         logger.debug("job %s queued for %s", job.id, spec.path)
         if wait:
             job = await self.queue.wait_terminal(job.id, wait) or job
-        return JSONResponse(await self.queue.render(job))
+        headers = {REPLAYED_HEADER: "true"} if replayed else None
+        return JSONResponse(await self.queue.render(job), headers=headers)
 
     # --- lifecycle and docs ------------------------------------------------------------------
     @asynccontextmanager

@@ -13,13 +13,16 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Path, Query
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from apipod.app import joblist
+from apipod.app.dashboard import install_dashboard
 from apipod.app.jobresult import has_files, job_result
+from apipod.app.metrics import install_metrics
 from apipod.config import Config
 from apipod.endpoint import InputValidationError
 from apipod.errors import JobNotFound
@@ -208,7 +211,10 @@ def check_job_id(job_id: str) -> str:
 
 
 def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
-    """Register ``/status``, ``/cancel`` and ``/jobs`` on ``app``."""
+    """Register ``/status``, ``/cancel``, ``/retry``, ``/jobs``, ``/metrics`` and
+    ``/dashboard`` on ``app``."""
+    install_metrics(app, queue)
+    install_dashboard(app, queue)
     read_status = queue.status_response
 
     @app.router.get("/status/{job_id}", tags=["jobs"], summary="Status and result of a job")
@@ -234,17 +240,33 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
         logger.info("job %s cancelled by client (now %s)", job_id, job.status)
         return JSONResponse(await queue.render(job))
 
+    @app.router.post(
+        "/retry/{job_id}",
+        tags=["jobs"],
+        summary="Queue a failed, timed-out or cancelled job again, as a new attempt",
+    )
+    async def retry(job_id: str = Path(pattern=JOB_ID_PATTERN)) -> JSONResponse:
+        job = await queue.call(queue.store.retry, check_job_id(job_id))
+        if job is None:
+            now = await queue.call(queue.store.job_summary, job_id)
+            raise JobNotFound(job_id) if now is None else joblist.not_retryable(now)
+        logger.info("job %s queued again by an operator", job_id)
+        return JSONResponse(queue.summary(job))
+
     @app.router.get(
         "/jobs",
         tags=["jobs"],
         summary="Job history, newest first (without results: read those from /status/{id})",
     )
     async def list_jobs(
-        status: str | None = None,
-        endpoint: str | None = None,
+        status: Annotated[list[str] | None, Query(description="queued, processing, ...")] = None,
+        endpoint: Annotated[
+            list[str] | None, Query(description="e.g. /generate or generate")
+        ] = None,
         limit: int = Query(100, ge=1, le=1000),
+        cursor: str | None = Query(None, description="next_cursor of the previous page"),
     ) -> JSONResponse:
-        jobs = await queue.call(
-            lambda: queue.store.list_jobs(status=status, endpoint=endpoint, limit=limit)
-        )
-        return JSONResponse({"jobs": [queue.summary(j) for j in jobs]})
+        filters = (joblist.parse_statuses(status or []), joblist.parse_endpoints(endpoint or []))
+        before = joblist.parse_cursor(cursor)
+        jobs, positions = await queue.call(joblist.job_page, queue.store, *filters, limit, before)
+        return JSONResponse(joblist.page_body(queue, jobs, positions, limit))

@@ -50,6 +50,9 @@ class UrlPolicy:
     timeout_s: float = 30.0
     max_bytes: int = 512_000_000
     max_redirects: int = 5
+    #: How refusals name the URL, and the setting that allow-lists hosts.
+    label: str = "media URL"
+    allowlist_setting: str = "media_url_allowlist"
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0:
@@ -111,6 +114,25 @@ def fetch_url(url: str, policy: UrlPolicy, field: str | None = None) -> FetchedM
     return result
 
 
+def check_url(url: str, policy: UrlPolicy) -> None:
+    """Raise :class:`MediaError` now for a URL that ``policy`` refuses (scheme,
+    credentials, a host that resolves to an address not allowed), as a request would."""
+    job = _Job(policy, None, time.monotonic() + policy.timeout_s, threading.Event())
+    _allowed_addresses(_parse_url(url, job), job)
+
+
+def post_url(url: str, policy: UrlPolicy, body: bytes, headers: dict[str, str]) -> int:
+    """POST ``body`` to ``url`` behind the same guard as downloads (the address is checked,
+    then used; redirects are not followed); the response's status code. Raises
+    :class:`MediaError` when the URL is refused or the request fails or times out."""
+    job = _Job(policy, None, time.monotonic() + policy.timeout_s, threading.Event())
+    parsed = _parse_url(url, job)
+    addresses = _allowed_addresses(parsed, job)
+    request = {"method": "POST", "content": body, "headers": headers}
+    with _open(parsed, addresses, job, **request) as response:
+        return response.status_code
+
+
 @dataclass(frozen=True)
 class _Job:
     """One call of :func:`fetch_url`: its policy, its deadline, and its error messages."""
@@ -124,7 +146,7 @@ class _Job:
         return max(0.0, self.deadline - time.monotonic())
 
     def refuse(self, reason: str, *, log: bool = True) -> MediaError:
-        label = f"media input '{self.field}'" if self.field else "media URL"
+        label = f"media input '{self.field}'" if self.field else self.policy.label
         if log:
             logger.info("refused %s: %s", label, reason)
         return MediaError(f"{label}: {reason}", field=self.field)
@@ -192,10 +214,10 @@ def _allowed_addresses(url: httpx.URL, job: _Job) -> list[str]:
         return [str(ip) for ip in addresses]
     for ip in addresses:
         if not (_is_public(ip) or _in_networks(ip, networks)):
-            logger.info("refused media URL %s: %s is not a public address", _describe(url), ip)
+            logger.info("refused %s %s: %s is not public", job.policy.label, _describe(url), ip)
             raise job.refuse(
                 f"host '{url.host}' resolves to a non-public address; only public hosts are "
-                "fetched unless the operator allow-lists them (media_url_allowlist)",
+                f"reached unless the operator allow-lists them ({job.policy.allowlist_setting})",
                 log=False,
             )
     return [str(ip) for ip in addresses]
@@ -219,8 +241,11 @@ def _resolve(url: httpx.URL, job: _Job) -> list[IPAddress]:
 
 
 @contextmanager
-def _open(url: httpx.URL, addresses: list[str], job: _Job) -> Iterator[httpx.Response]:
-    """Send the request to the first checked address that accepts a connection."""
+def _open(
+    url: httpx.URL, addresses: list[str], job: _Job, **request: Any
+) -> Iterator[httpx.Response]:
+    """Send the request (a GET, or ``request``: method, content, headers) to the first
+    checked address that accepts a connection."""
     if job.remaining() <= 0:
         raise job.timed_out()
     # trust_env=False: a proxy from the environment would resolve the name itself and
@@ -229,7 +254,7 @@ def _open(url: httpx.URL, addresses: list[str], job: _Job) -> Iterator[httpx.Res
     with httpx.Client(
         trust_env=False, follow_redirects=False, verify=_ssl_context(), timeout=job.remaining()
     ) as client:
-        response = _send_first(client, url, addresses, job)
+        response = _send_first(client, url, addresses, job, **request)
         try:
             yield response
         except httpx.HTTPError as exc:
@@ -239,15 +264,25 @@ def _open(url: httpx.URL, addresses: list[str], job: _Job) -> Iterator[httpx.Res
 
 
 def _send_first(
-    client: httpx.Client, url: httpx.URL, addresses: list[str], job: _Job
+    client: httpx.Client,
+    url: httpx.URL,
+    addresses: list[str],
+    job: _Job,
+    method: str = "GET",
+    content: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
-    headers = {**_HEADERS, "Host": url.netloc.decode("ascii")}
+    headers = {**_HEADERS, **(headers or {}), "Host": url.netloc.decode("ascii")}
     extensions = {"sni_hostname": url.raw_host.decode("ascii")} if url.scheme == "https" else {}
     logger.debug("fetching %s via %s", _describe(url), ", ".join(addresses))
     last_error: httpx.HTTPError | None = None
     for address in addresses:
         request = client.build_request(
-            "GET", url.copy_with(host=address), headers=headers, extensions=extensions
+            method,
+            url.copy_with(host=address),
+            headers=headers,
+            content=content,
+            extensions=extensions,
         )
         try:
             return client.send(request, stream=True)

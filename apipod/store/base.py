@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO
 
+from apipod.store.records import IdempotencyRecord, JobMetrics, WebhookDelivery
+
 
 class JobStatus(str, enum.Enum):
     QUEUED = "queued"
@@ -290,3 +292,112 @@ class JobStore(abc.ABC):
         """Delete the rows of workers whose ``heartbeat_at`` is more than
         ``stale_after_s`` seconds old (their box is gone for good), except ``failed``
         rows, which record why a worker slot stopped; return the ids deleted."""
+
+    # --- operations (apipod jobs, /jobs, the dashboard) --------------------------------------
+    @abc.abstractmethod
+    def job_summaries(
+        self,
+        *,
+        statuses: Sequence[str] = (),
+        endpoints: Sequence[str] = (),
+        limit: int = 100,
+        before_seq: int | None = None,
+    ) -> list[Job]:
+        """Jobs newest (highest seq) first, without payloads (``inputs`` is ``{}``,
+        ``result`` None): those of any of ``statuses`` and ``endpoints`` (empty: all),
+        with ``seq < before_seq`` when given (cursor pagination), at most ``limit``."""
+
+    @abc.abstractmethod
+    def job_summary(self, job_id: str) -> Job | None:
+        """The job without payloads (as in :meth:`job_summaries`), or None."""
+
+    @abc.abstractmethod
+    def queue_positions(self, seqs: Sequence[int]) -> dict[int, int]:
+        """For each seq of a queued job: its place in the claim order (1 = next), counting
+        the queued jobs of every endpoint. Seqs of jobs not queued are left out."""
+
+    @abc.abstractmethod
+    def retry(self, job_id: str) -> Job | None:
+        """failed, timeout or cancelled → queued again (at its original place), as a new
+        attempt: error, result, progress, worker and times are cleared, ``queued_at`` is
+        now, and ``max_attempts`` grows when needed so that one more attempt is allowed.
+        The job (without payloads) after the change; None, and nothing changed, when the
+        job is unknown or in another status."""
+
+    @abc.abstractmethod
+    def purge(
+        self, older_than_s: float, statuses: Sequence[str] = (), batch_size: int = 500
+    ) -> int:
+        """Delete ended jobs (of ``statuses``; empty: every terminal status) that ended
+        more than ``older_than_s`` seconds ago, with their files; how many. A status that
+        is not terminal raises ValueError: queued and running jobs are never purged."""
+
+    @abc.abstractmethod
+    def job_metrics(self) -> JobMetrics:
+        """The counters, histograms and current queue of every endpoint."""
+
+    @abc.abstractmethod
+    def job_endings(
+        self, since_s: float, limit: int = 50_000
+    ) -> list[tuple[str, str, datetime | None, datetime]]:
+        """``(endpoint, status, started_at, finished_at)`` of the jobs that ended in the
+        last ``since_s`` seconds (and are not expired yet), oldest first, at most
+        ``limit``: the raw material of throughput and latency charts."""
+
+    @abc.abstractmethod
+    def reserve_idempotency_key(
+        self, endpoint: str, key: str, request_hash: str, job_id: str
+    ) -> IdempotencyRecord:
+        """Bind ``(endpoint, key)`` to ``job_id`` unless it is bound already; return the
+        binding that holds (ours when ``record.job_id == job_id``). Atomic: of submits
+        racing with one key, exactly one wins. A binding is deleted with its job."""
+
+    @abc.abstractmethod
+    def release_idempotency_key(self, endpoint: str, key: str, job_id: str) -> None:
+        """Delete the binding of ``(endpoint, key)`` if it still names ``job_id`` (its
+        submit failed, or it was left behind by a crash before the job was stored)."""
+
+    # --- webhooks (the outbox the supervisors deliver) --------------------------------------
+    @abc.abstractmethod
+    def add_webhook(self, job_id: str, url: str, events: Sequence[str]) -> None:
+        """Subscribe ``url`` to ``events`` (start, progress, completed) of the job
+        ``job_id``, before the job is enqueued. From then on the store itself queues a
+        delivery in the transaction of each such change of the job (migration 0007)."""
+
+    @abc.abstractmethod
+    def remove_webhook(self, job_id: str) -> None:
+        """Drop the subscription (the job's enqueue failed). Never raises when none."""
+
+    @abc.abstractmethod
+    def claim_webhook_deliveries(self, limit: int, lease_s: float) -> list[WebhookDelivery]:
+        """Take up to ``limit`` due pending deliveries, at most one per job (its oldest
+        open one, so a job's events go out in order): ``attempts`` + 1 and
+        ``next_attempt_at`` = now + ``lease_s``, so nobody else takes them meanwhile and
+        they are due again if the taker dies. Oldest first."""
+
+    @abc.abstractmethod
+    def record_webhook_attempt(
+        self,
+        seq: int,
+        *,
+        body: str,
+        status_code: int | None,
+        error: str | None,
+        retry_at: datetime | None,
+    ) -> None:
+        """The outcome of an attempt: delivered when ``error`` is None, else pending again
+        at ``retry_at`` or, without one, failed for good. ``body`` is what was sent."""
+
+    @abc.abstractmethod
+    def webhook_deliveries(self, job_id: str) -> list[WebhookDelivery]:
+        """The job's deliveries, oldest first."""
+
+    @abc.abstractmethod
+    def webhook_delivery_counts(self) -> dict[str, int]:
+        """The number of deliveries per state, of the jobs still stored."""
+
+    @abc.abstractmethod
+    def sweep_webhooks(self, orphan_after_s: float) -> int:
+        """Delete the finished deliveries of jobs that are gone, and subscriptions older
+        than ``orphan_after_s`` whose job was never stored (a crash between the two
+        writes of a submit); how many rows."""

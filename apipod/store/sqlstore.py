@@ -22,6 +22,7 @@ from typing import Any, BinaryIO, Protocol, TypeVar
 from apipod.errors import QueueFull
 from apipod.store.base import Chunk, Job, JobStatus, JobStore, WorkerInfo
 from apipod.store.localfiles import LocalFiles, check_job_id
+from apipod.store.operations import OperationsMixin
 from apipod.store.sql import (
     append_chunk_sql,
     build_statements,
@@ -40,6 +41,7 @@ from apipod.store.sql import (
     worker_params,
 )
 from apipod.store.wakeup import FifoWakeup
+from apipod.store.webhookstore import WebhookOutboxMixin
 
 CANCELLED_ERROR = "cancelled by client"
 LEASE_EXPIRED_ERROR = "lease expired"
@@ -79,7 +81,7 @@ class Wakeup(Protocol):
     def close(self) -> None: ...
 
 
-class SqlJobStore(JobStore):
+class SqlJobStore(OperationsMixin, WebhookOutboxMixin, JobStore):
     """Dialect-independent verbs. Subclasses set ``dialect`` and ``paramstyle`` and
     implement the primitives, ``migrate`` and ``close`` (calling ``super().close()``)."""
 
@@ -322,19 +324,24 @@ class SqlJobStore(JobStore):
         return rows
 
     def expire(self, ttl_s: float, batch_size: int = 500) -> int:
-        """See :meth:`JobStore.expire`. Files go first, then the rows, so a crash between
-        the two leaves rows that the next call deletes, never orphaned files."""
+        """See :meth:`JobStore.expire` (and :meth:`_delete_jobs`)."""
         if batch_size < 1:
             return 0
         cutoff = ts_in(-float(ttl_s))
         ids = [row[0] for row in self._read(self._sql.expired, (cutoff, int(batch_size)))]
         if not ids:
             return 0
+        return self._delete_jobs(ids, int(batch_size))
+
+    def _delete_jobs(self, ids: list[str], batch_size: int) -> int:
+        """Delete up to ``batch_size`` jobs with their files and chunks (TTL, purge).
+        Files go first, then the rows, so a crash between the two leaves rows that the
+        next call deletes, never orphaned files."""
         for job_id in ids:
             self.discard_files(job_id)
         # Pad the id list to the batch size so the statement text is always the same:
         # one text per list length would fill the driver's prepared-statement cache.
-        padded = ids + [ids[-1]] * (int(batch_size) - len(ids))
+        padded = ids + [ids[-1]] * (batch_size - len(ids))
         chunks_sql = self._cached_sql(
             ("expire-chunks", len(padded)), lambda: _delete_sql("chunks", "job_id", len(padded))
         )

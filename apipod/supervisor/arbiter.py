@@ -24,6 +24,7 @@ from apipod.store.base import JobStore
 from apipod.supervisor.api_process import api_main
 from apipod.supervisor.children import Slot, new_worker_id, spawn
 from apipod.supervisor.gpus import gpu_for_worker, resolve_gpus
+from apipod.supervisor.webhooks import WebhookSender
 from apipod.supervisor.workers import WorkerEvents, start_worker
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Supervisor:
         self._next_cancel_poll = 0.0
         self.store: JobStore = open_store(config.resolved_database_url, config.data_dir)
         self.events = WorkerEvents(self)
+        self.webhooks = WebhookSender(self.store, config)
 
     # --- main loop -------------------------------------------------------------------------
     def run(self) -> int:
@@ -66,6 +68,7 @@ class Supervisor:
                 self._tick(wakeup_fd)
             self._shutdown()
         finally:
+            self.webhooks.stop()
             self.store.close()
         return self._exit_code
 
@@ -87,6 +90,7 @@ class Supervisor:
         self._enforce_deadlines()
         self._sweep_leases()
         self._refill_slots()
+        self.webhooks.tick()
 
     # --- start-up --------------------------------------------------------------------------
     def _prepare_store(self) -> None:

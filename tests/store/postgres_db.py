@@ -60,4 +60,8 @@ def empty_tables(url: str) -> None:
     """Delete every job, worker, file and chunk (the schema stays)."""
     with psycopg.connect(url, autocommit=True, connect_timeout=2) as conn:
         conn.execute("SET lock_timeout = '10s'")  # a leaked transaction fails, not hangs
-        conn.execute("TRUNCATE jobs, workers, files, chunks RESTART IDENTITY")
+        conn.execute(
+            "TRUNCATE jobs, workers, files, chunks, job_counts, job_durations, idempotency_keys,"
+            " webhooks, webhook_deliveries"
+            " RESTART IDENTITY"
+        )

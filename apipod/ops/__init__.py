@@ -1,0 +1,1 @@
+"""Operating a service: the ``apipod jobs``/``workers``/``init`` commands and their helpers."""
