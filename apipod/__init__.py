@@ -21,6 +21,7 @@ _EXPORTS = {
     "JobResult": "apipod.models",
     "JobLinks": "apipod.models",
     "JobMetrics": "apipod.models",
+    "HTTPError": "apipod.errors",
     "ImageFile": "media_toolkit",
     "AudioFile": "media_toolkit",
     "VideoFile": "media_toolkit",

@@ -112,7 +112,15 @@ def run_app(
         import uvicorn
 
         logger.info("serving %s synchronously on http://%s:%d", app.title, config.host, config.port)
-        uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level)
+        from apipod.app.server import uvicorn_options
+
+        uvicorn.run(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level=config.log_level,
+            **uvicorn_options(config),
+        )
         return 0
     from apipod.loader import target_of
     from apipod.supervisor.arbiter import Supervisor

@@ -55,6 +55,16 @@ class Config:
     webhook_secret: str | None = None
     webhook_allowlist: tuple[str, ...] = ()
     webhook_timeout_s: float = 10.0
+    #: Long-polls (``?wait=``) waiting at once per API process; past it, answered at once.
+    max_waiters: int = 1000
+    #: Open client connections per API process; past it, new requests get a 503.
+    max_connections: int = 4096
+    #: A request's headers must arrive within this time, and its body must not stall longer.
+    http_read_timeout_s: float = 15.0
+    #: Request bodies held in memory at once per API process; past it, 503 Retry-After.
+    max_inflight_mb: float = 256.0
+    #: Bytes of job inputs and media the store may hold; past it, submits get a 507.
+    max_stored_mb: float = 100_000.0
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -137,6 +147,9 @@ def _read_env(env: Mapping[str, str]) -> dict[str, Any]:
         if not key.startswith("APIPOD_"):
             continue
         name = key[len("APIPOD_") :].lower()
+        if name == "api_key" and not value.strip():
+            # An empty key must not silently switch off a key set in code.
+            raise ConfigError("APIPOD_API_KEY is set but empty; unset it or give a key")
         if name in names:
             values[name] = value
     return values

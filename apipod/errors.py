@@ -48,6 +48,10 @@ class MediaError(InputError):
     """A media input could not be read, fetched or decoded."""
 
 
+class MediaTooLarge(MediaError):
+    """A downloaded media input is larger than allowed."""
+
+
 class UnsupportedContentType(InputError):
     """The request body has a content type no endpoint reads."""
 
@@ -60,11 +64,19 @@ class UnsupportedContentType(InputError):
 
 
 class UploadTooLarge(APIPodError):
-    """A request body or an uploaded file exceeds the configured size limit."""
+    """A request body, or the media of one request together, exceed the size limit."""
 
-    def __init__(self, limit_bytes: int) -> None:
-        super().__init__(f"request body exceeds the limit of {limit_bytes / 1_000_000:g} MB")
+    def __init__(self, limit_bytes: int, what: str = "request body") -> None:
+        super().__init__(f"{what} exceeds the limit of {limit_bytes / 1_000_000:g} MB")
         self.limit_bytes = limit_bytes
+
+
+class ServerBusy(APIPodError):
+    """The process holds as many request bytes in memory as it may; retry shortly."""
+
+
+class StorageFull(APIPodError):
+    """The stored-bytes budget (``max_stored_mb``) is reached or the disk is full."""
 
 
 class QueueFull(APIPodError):
@@ -94,3 +106,29 @@ class JobCancelled(APIPodError):
     It is raised from ``JobProgress.set_status`` so that the job stops at its next
     progress report; user code should let it propagate.
     """
+
+
+class HTTPError(APIPodError):
+    """Raise inside an endpoint function to answer the client with an error of its own.
+
+    ``raise apipod.HTTPError(404, "no such voice")`` answers ``404 {"detail": "no such
+    voice"}`` in synchronous mode; in queue mode the job fails with the error
+    ``"HTTPError 404: no such voice"``. ``status_code`` must be a 4xx.
+    """
+
+    def __init__(self, status_code: int, message: str) -> None:
+        if not isinstance(status_code, int) or not 400 <= status_code < 500:
+            raise ValueError(f"HTTPError takes a 4xx status code, got {status_code!r}")
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = str(message)
+
+
+def client_error_text(exc: BaseException) -> str:
+    """What a client may read about a failure: ``ExceptionType: message`` (or just the
+    ``HTTPError <code>: message`` for an :class:`HTTPError`); never a traceback, file
+    path or frame."""
+    if isinstance(exc, HTTPError):
+        return f"HTTPError {exc.status_code}: {exc.message}"
+    message = str(exc).strip()
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

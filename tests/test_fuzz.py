@@ -14,6 +14,7 @@ import pytest
 
 from tests.helpers import ServiceProcess, apipod_command, free_port, service_env
 
+pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -98,6 +99,38 @@ MALFORMED = [
         b'{"image": "aGVsbG8=", "levels": "' + b"9" * 100_000 + b'"}',
     ),
     ("unsupported type", {"content-type": "text/csv"}, b"a,b\n1,2"),
+    (
+        "json nested 100,000 deep",
+        {"content-type": "application/json"},
+        b'{"image": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    ),
+    (
+        "json 900 nested objects",
+        {"content-type": "application/json"},
+        b'{"levels": ' + b'{"a": ' * 900 + b"1" + b"}" * 900 + b"}",
+    ),
+    (
+        "json int over 4,300 digits in an unknown field",
+        {"content-type": "application/json"},
+        b'{"unknown": ' + b"9" * 5000 + b"}",
+    ),
+    ("json lone surrogate", {"content-type": "application/json"}, b'{"image": "\\ud800"}'),
+    ("json lone surrogate key", {"content-type": "application/json"}, b'{"\\udc00": 1}'),
+    (
+        "json utf-8 surrogate bytes",
+        {"content-type": "application/json"},
+        b'{"image": "\xed\xa0\x80"}',
+    ),
+    (
+        "json long broken base64",
+        {"content-type": "application/json"},
+        b'{"image": "' + b"A" * 100_001 + b'"}',
+    ),
+    (
+        "json long data url of text",
+        {"content-type": "application/json"},
+        b'{"image": "data:image/png;base64,' + b"QUFB" * 30_000 + b'"}',
+    ),
     ("latin-1 garbage", {"content-type": "application/json"}, b"\xff\xfe\x00{"),
 ]
 

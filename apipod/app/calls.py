@@ -3,39 +3,54 @@ persisted job (queue mode), and running endpoint functions."""
 
 from __future__ import annotations
 
+import logging
+import os
 import uuid
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
 from apipod.endpoint import EndpointSpec, InputValidationError, Param, media_error
-from apipod.errors import MediaError
-from apipod.media.convert import MediaPayload, build_media, encode_result, read_media
+from apipod.errors import MediaError, StorageFull
+from apipod.media.convert import (
+    MediaBudget,
+    MediaPayload,
+    build_media,
+    encode_result,
+    read_media,
+)
 from apipod.media.fetch import UrlPolicy
 from apipod.payload import FILE_KEY, media_arguments
 from apipod.progress import JobProgress
 from apipod.store.base import Job, JobStore
 
+logger = logging.getLogger(__name__)
+
 
 def read_media_inputs(
-    spec: EndpointSpec, raw: dict[str, Any], policy: UrlPolicy
+    spec: EndpointSpec, raw: dict[str, Any], policy: UrlPolicy, limit_bytes: int
 ) -> dict[str, MediaPayload | list[MediaPayload] | None]:
-    """Read every media parameter (fetching URLs); all problems reported at once."""
+    """Read every media parameter (fetching URLs); all problems reported at once. All
+    media of the request together may hold ``limit_bytes`` (else UploadTooLarge)."""
     payloads: dict[str, Any] = {}
     errors: list[dict[str, Any]] = []
+    budget = MediaBudget(limit_bytes)
     for param in spec.media_params:
         if param.name not in raw:  # not given, or a plain value of a union
             continue
         try:
-            payloads[param.name] = _read_param(param, raw.get(param.name), policy)
+            payloads[param.name] = _read_param(param, raw.get(param.name), policy, budget)
         except MediaError as exc:
             errors.append(media_error(param.name, exc.message))
+        except OSError as exc:  # spooling to a full disk
+            logger.error("could not spool the media of a %s request: %s", spec.path, exc)
+            raise StorageFull("no room to hold this request's media; try again later") from None
     if errors:
         raise InputValidationError(errors)
     return payloads
 
 
-def _read_param(param: Param, value: Any, policy: UrlPolicy) -> Any:
+def _read_param(param: Param, value: Any, policy: UrlPolicy, budget: MediaBudget) -> Any:
     assert param.media_cls is not None
     if value is None:
         if param.required:
@@ -43,10 +58,34 @@ def _read_param(param: Param, value: Any, policy: UrlPolicy) -> Any:
         return None
     if param.is_list:
         items = value if isinstance(value, list) else [value]
-        return [read_media(v, param.media_cls, param.name, policy) for v in items]
+        return [read_media(v, param.media_cls, param.name, policy, budget) for v in items]
     if isinstance(value, list):
         raise MediaError(f"field '{param.name}' takes one file, got a list", param.name)
-    return read_media(value, param.media_cls, param.name, policy)
+    return read_media(value, param.media_cls, param.name, policy, budget)
+
+
+def payload_bytes(payloads: dict[str, Any]) -> int:
+    """The bytes the request's media take (what storing them will add)."""
+    total = 0
+    for value in payloads.values():
+        for payload in value if isinstance(value, list) else [value]:
+            if payload is None:
+                continue
+            if isinstance(payload.data, bytes):
+                total += len(payload.data)
+            else:
+                payload.data.seek(0, os.SEEK_END)
+                total += payload.data.tell()
+                payload.data.seek(0)
+    return total
+
+
+def close_payloads(payloads: dict[str, Any]) -> None:
+    """Close the temporary files of a request's media (uploads close with their form)."""
+    for value in payloads.values():
+        for payload in value if isinstance(value, list) else [value]:
+            if payload is not None and not isinstance(payload.data, bytes):
+                payload.data.close()
 
 
 def media_objects(spec: EndpointSpec, payloads: dict[str, Any]) -> dict[str, Any]:
@@ -86,6 +125,11 @@ def submit_job(
     try:
         for name, payload in payloads.items():
             inputs[name] = _store_payload(store, job_id, name, payload)
+    except OSError as exc:  # a full disk, a read-only data dir: nothing was accepted
+        store.discard_files(job_id)
+        logger.error("could not store the media of a %s job: %s", spec.path, exc)
+        raise StorageFull("no room to store this request's media; try again later") from None
+    try:
         return store.enqueue(
             spec.path,
             inputs,
@@ -104,5 +148,7 @@ def _store_payload(store: JobStore, job_id: str, name: str, payload: Any) -> Any
         return None
     if isinstance(payload, list):
         return [_store_payload(store, job_id, f"{name}-{i}", p) for i, p in enumerate(payload)]
+    if not isinstance(payload.data, bytes):
+        payload.data.seek(0)
     ref = store.put_file(job_id, name, payload.data)
     return {FILE_KEY: ref, "file_name": payload.file_name, "content_type": payload.content_type}

@@ -10,13 +10,14 @@ user added middleware of their own, goes through the full FastAPI stack, so beha
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from apipod.app.auth import has_valid_key
 
 if TYPE_CHECKING:
     from apipod.app.pod import APIPod
@@ -34,17 +35,15 @@ class FastPath:
         stack: ASGIApp,
         routes: dict[tuple[str, str], Handler],
         status: Handler | None,
-        authorization: bytes | None,
     ) -> None:
         self._pod = pod
         self._stack = stack
         self._routes = routes
         self._status = status
-        self._authorization = authorization
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = self._match(scope) if scope["type"] == "http" else None
-        if handler is None or not self._authorized(scope):
+        if handler is None or not has_valid_key(scope, self._pod.config.api_key):
             await self._stack(scope, receive, send)  # includes the 401 of the auth check
             return
         request = Request(scope, receive)
@@ -62,11 +61,3 @@ class FastPath:
         if method == "GET" and path.startswith(STATUS_PREFIX) and "/" not in path[8:]:
             return self._status
         return None
-
-    def _authorized(self, scope: Scope) -> bool:
-        if self._authorization is None:
-            return True
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                return hmac.compare_digest(value, self._authorization)
-        return False

@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from apipod import __version__
+from apipod.app.auth import has_valid_key
 from apipod.app.jobresult import iso
 from apipod.store.base import WorkerInfo, WorkerState
 
@@ -23,11 +25,18 @@ _PROCESS = psutil.Process()
 
 def install_health(app: APIPod) -> None:
     @app.router.get("/health", tags=["service"], summary="Can the service serve?")
-    async def health() -> JSONResponse:
+    async def health(request: Request) -> JSONResponse:
         if not app.config.queue_enabled:
             body = {"status": "ok", "compute": app.config.compute, "version": __version__}
-            return JSONResponse(body)
-        return await _queue_health(app)
+            response = JSONResponse(body)
+        else:
+            response = await _queue_health(app)
+        if has_valid_key(request.scope, app.config.api_key):
+            return response
+        # With a key set, anyone may ask whether the service serves, but only key
+        # holders see its pids, workers and queue.
+        status = "ok" if response.status_code == 200 else "unavailable"
+        return JSONResponse({"status": status}, status_code=response.status_code)
 
 
 async def _queue_health(app: APIPod) -> JSONResponse:

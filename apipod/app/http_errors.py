@@ -11,9 +11,12 @@ from starlette.responses import JSONResponse
 from apipod.app.jobresult import not_found
 from apipod.endpoint import InputValidationError
 from apipod.errors import (
+    HTTPError,
     InputError,
     JobNotFound,
     QueueFull,
+    ServerBusy,
+    StorageFull,
     StoreUnavailable,
     UnsupportedContentType,
     UploadTooLarge,
@@ -33,6 +36,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(QueueFull, _queue_full)
     app.add_exception_handler(JobNotFound, _job_not_found)
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
+    app.add_exception_handler(HTTPError, _function_http_error)
+    app.add_exception_handler(ServerBusy, _server_busy)
+    app.add_exception_handler(StorageFull, _storage_full)
     app.add_exception_handler(HTTPException, _http_exception)
     app.add_exception_handler(Exception, _internal_error)
 
@@ -69,10 +75,26 @@ async def _job_not_found(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # The exception names the database (path, user@host); only the log gets it.
     logger.error("job store unavailable: %s", exc)
     headers = {"Retry-After": str(RETRY_AFTER_S)}
-    body = {"detail": f"job store unavailable, try again: {exc}"}
+    body = {"detail": "job store unavailable, try again shortly"}
     return JSONResponse(body, status_code=503, headers=headers)
+
+
+async def _server_busy(request: Request, exc: Exception) -> JSONResponse:
+    # The body may still be streaming in: close rather than read the rest.
+    headers = {"Retry-After": str(RETRY_AFTER_S), "Connection": "close"}
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers=headers)
+
+
+async def _storage_full(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=507)
+
+
+async def _function_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPError)
+    return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
 
 
 async def _http_exception(request: Request, exc: Exception) -> JSONResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -9,6 +10,7 @@ import re
 import unicodedata
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import fields
 from typing import Any, TypeVar
@@ -23,24 +25,34 @@ from starlette.types import ASGIApp
 from apipod import __version__
 from apipod.app import openapi
 from apipod.app.auth import ApiKeyMiddleware
-from apipod.app.calls import call_endpoint, media_objects, read_media_inputs, submit_job
+from apipod.app.budget import InflightBudget
+from apipod.app.calls import (
+    call_endpoint,
+    close_payloads,
+    media_objects,
+    payload_bytes,
+    read_media_inputs,
+    submit_job,
+)
 from apipod.app.fastpath import FastPath
 from apipod.app.health import install_health
 from apipod.app.http_errors import install_error_handlers
 from apipod.app.idempotency import REPLAYED_HEADER, idempotency_key, submit_idempotent
-from apipod.app.inputs import read_inputs
+from apipod.app.inputs import RawInputs, read_inputs
 from apipod.app.queue import QueueFrontEnd, install_job_routes, wait_seconds
 from apipod.app.stream import install_stream_route, sync_stream_response
 from apipod.app.webhooks import webhook_policy, webhook_request, with_webhook
 from apipod.config import COMPUTE_MODES, PROVIDERS, Config
 from apipod.endpoint import EndpointSpec, build_spec
-from apipod.errors import APIPodError, ConfigError, EndpointDefinitionError
+from apipod.errors import APIPodError, ConfigError, EndpointDefinitionError, client_error_text
 from apipod.media.fetch import UrlPolicy
 from apipod.progress import JobProgress
 
 logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: Threads that read media inputs (URL downloads, base64 decoding) at once per process.
+MEDIA_THREADS = 16
 _SETTINGS = frozenset(f.name for f in fields(Config)) - {"extra"}
 
 
@@ -70,6 +82,8 @@ class APIPod(FastAPI):
         self.worker_start_hooks: list[Callable[[], Any]] = []
         self.source_file = _caller_file()
         self.queue = QueueFrontEnd(self.config)
+        self.inflight = InflightBudget(int(self.config.max_inflight_mb * 1e6))
+        self._media_pool = ThreadPoolExecutor(MEDIA_THREADS, thread_name_prefix="apipod-media")
         self._component_schemas: dict[str, Any] = {}
         self._handlers: dict[str, Callable[[Request], Awaitable[Response]]] = {}
         self._literal_routes: dict[str, EndpointSpec] = {}
@@ -80,8 +94,7 @@ class APIPod(FastAPI):
         if self.config.queue_enabled:
             install_job_routes(self, self.queue)
             install_stream_route(self, self.queue)
-        if self.config.api_key:
-            self.add_middleware(ApiKeyMiddleware, api_key=self.config.api_key)
+        self.add_middleware(ApiKeyMiddleware, key_of=lambda: self.config.api_key)
 
     # --- configuration ---------------------------------------------------------------------
     def configure(self, **overrides: Any) -> Config:
@@ -94,6 +107,7 @@ class APIPod(FastAPI):
         """Use ``config`` as it is (child processes get the supervisor's final config)."""
         self.config = config
         self.queue.config = config
+        self.inflight = InflightBudget(int(config.max_inflight_mb * 1e6))
         self.openapi_schema = None
         has_job_routes = any(getattr(r, "path", None) == "/jobs" for r in self.routes)
         if config.queue_enabled and not has_job_routes:
@@ -209,29 +223,39 @@ class APIPod(FastAPI):
     def _make_handler(self, spec: EndpointSpec) -> Callable[[Request], Any]:
         async def handler(request: Request) -> Response:
             limit = int((spec.max_upload_file_size_mb or self.config.max_upload_file_size_mb) * 1e6)
-            raw = await read_inputs(request, spec, limit)
+            memory = self.inflight.open()  # the body's bytes while they are held
+            raw: RawInputs | None = None
+            payloads: dict[str, Any] = {}
             try:
+                raw = await read_inputs(request, spec, limit, memory)
                 plain, files = spec.split_files(raw.values)
                 values = spec.validate_values(plain, given=raw.values)
-                payloads = {}
-                if files:
-                    payloads = await run_in_threadpool(
-                        read_media_inputs, spec, files, self.url_policy
-                    )
+                payloads = await self._read_media(spec, files, limit)
                 if self.is_queued(spec):
                     return await self._submit(request, spec, values, payloads)
                 return await self._run_now(spec, values, payloads)
             except (APIPodError, HTTPException):
                 raise
-            except Exception:
+            except Exception as exc:
                 # Answered here rather than by Starlette's last-resort handler, which
-                # re-raises and makes the server drop the keep-alive connection.
+                # re-raises and makes the server drop the keep-alive connection. The
+                # client reads "Type: message"; the traceback goes to the log only.
                 logger.exception("endpoint %s raised", spec.path)
-                return JSONResponse({"detail": "Internal Server Error"}, status_code=500)
+                return JSONResponse({"detail": client_error_text(exc)}, status_code=500)
             finally:
-                await raw.close()
+                close_payloads(payloads)
+                if raw is not None:
+                    await raw.close()
+                memory.close()
 
         return handler
+
+    async def _read_media(self, spec: EndpointSpec, files: dict[str, Any], limit: int) -> dict:
+        if not files:
+            return {}
+        # Own threads: slow downloads never hold those that serve status reads and /health.
+        read = functools.partial(read_media_inputs, spec, files, self.url_policy, limit)
+        return await asyncio.get_running_loop().run_in_executor(self._media_pool, read)
 
     async def _run_now(self, spec: EndpointSpec, values: dict, payloads: dict) -> Response:
         if payloads:
@@ -248,6 +272,9 @@ class APIPod(FastAPI):
         self, request: Request, spec: EndpointSpec, values: dict, payloads: dict
     ) -> Response:
         wait = wait_seconds(request)
+        declared = request.headers.get("content-length", "")
+        incoming = payload_bytes(payloads) + (int(declared) if declared.isdigit() else 0)
+        self.queue.check_room()
         submit = functools.partial(
             submit_job,
             spec,
@@ -269,9 +296,11 @@ class APIPod(FastAPI):
             store = self.queue.store
             args = (store, spec.path, key, values, payloads, submit, webhook)
             job, replayed = await self.queue.call(submit_idempotent, *args)
+        if not replayed:
+            self.queue.stored(incoming)
         logger.debug("job %s queued for %s", job.id, spec.path)
         if wait:
-            job = await self.queue.wait_terminal(job.id, wait) or job
+            job = await self.queue.wait_terminal(job.id, wait, request.receive) or job
         headers = {REPLAYED_HEADER: "true"} if replayed else None
         return JSONResponse(await self.queue.render(job), headers=headers)
 
@@ -308,9 +337,7 @@ class APIPod(FastAPI):
             for method in spec.methods
         }
         status = self.queue.status_handler if self.config.queue_enabled else None
-        key = self.config.api_key
-        authorization = f"Bearer {key}".encode() if key else None
-        return FastPath(self, stack, routes, status, authorization)
+        return FastPath(self, stack, routes, status)
 
     async def error_response(self, request: Request, exc: Exception) -> Response:
         """The response the registered exception handlers give for ``exc``."""

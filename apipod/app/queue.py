@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import FastAPI, Path, Query
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.types import Receive
 
 from apipod.app import joblist
 from apipod.app.dashboard import install_dashboard
@@ -25,7 +26,7 @@ from apipod.app.jobresult import has_files, job_result
 from apipod.app.metrics import install_metrics
 from apipod.config import Config
 from apipod.endpoint import InputValidationError
-from apipod.errors import JobNotFound
+from apipod.errors import JobNotFound, StorageFull
 from apipod.store import open_store
 from apipod.store.base import Job, JobStore
 
@@ -34,6 +35,11 @@ T = TypeVar("T")
 
 MAX_WAIT_S = 60.0
 _FALLBACK_POLL_S = 0.5
+FALLBACK_READS_PER_S = 400
+DISK_CHECK_S = 10.0
+ORPHAN_SWEEP_S = 600.0
+#: A submit stores its media, then its row: younger files without a row are in progress.
+ORPHAN_GRACE_S = 900.0
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 
@@ -46,6 +52,8 @@ class QueueFrontEnd:
         self._store: JobStore | None = None
         self._stop = threading.Event()
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._waiting = 0
+        self._stored_bytes = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._watcher: threading.Thread | None = None
@@ -76,6 +84,7 @@ class QueueFrontEnd:
         )
         self._watcher.start()
         self._tasks.append(asyncio.create_task(self._sweep_expired()))
+        self._tasks.append(asyncio.create_task(self._watch_disk()))
 
     def _open_store(self) -> JobStore:
         store = open_store(self.config.resolved_database_url, self.config.data_dir)
@@ -117,31 +126,54 @@ class QueueFrontEnd:
                 event.set()
 
     async def get_job(self, job_id: str) -> Job | None:
+        """The job as a status read shows it: with its result, never its inputs."""
         # A local SQLite read takes microseconds: cheaper than a hop to a thread.
         if self.store.fast_local_reads:
-            return self.store.get(job_id)
-        return await self.call(self.store.get, job_id)
+            return self.store.get_state(job_id, with_result=True)
+        return await self.call(functools.partial(self.store.get_state, job_id, with_result=True))
 
-    async def wait_terminal(self, job_id: str, timeout: float) -> Job | None:
-        """The job once terminal, or as it is after ``timeout`` seconds."""
+    async def wait_terminal(
+        self, job_id: str, timeout: float, receive: Receive | None = None
+    ) -> Job | None:
+        """The job once terminal, or as it is after ``timeout`` seconds, or as it is when
+        the client went away (``receive`` said ``http.disconnect``). Past ``max_waiters``
+        long-polls in this process, the job as it is now (a long-poll may always return
+        early; the client polls again)."""
+        job = await self.get_job(job_id)
+        if job is None or job.is_terminal or self._waiting >= self.config.max_waiters:
+            return job
         deadline = time.monotonic() + min(timeout, MAX_WAIT_S)
         event = asyncio.Event()
+        gone = asyncio.create_task(_until_disconnect(receive, event)) if receive else None
         waiters = self._waiters.setdefault(job_id, set())
         waiters.add(event)
+        self._waiting += 1
         try:
             while True:
-                job = await self.get_job(job_id)
                 remaining = deadline - time.monotonic()
-                if job is None or job.is_terminal or remaining <= 0:
+                if remaining <= 0:
                     return job
                 # The fallback poll covers wake-ups that were lost or went elsewhere.
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(event.wait(), min(remaining, _FALLBACK_POLL_S))
+                    await asyncio.wait_for(event.wait(), min(remaining, self._fallback_s()))
                 event.clear()
+                if gone is not None and gone.done():
+                    return job  # nobody reads the answer: stop at once
+                job = await self.get_job(job_id)
+                if job is None or job.is_terminal:
+                    return job
         finally:
+            self._waiting -= 1
+            if gone is not None:
+                gone.cancel()
             waiters.discard(event)
             if not waiters:
                 self._waiters.pop(job_id, None)
+
+    def _fallback_s(self) -> float:
+        # Many waiters poll less often each, so the fallback reads stay near
+        # FALLBACK_READS_PER_S in all, however many clients wait.
+        return max(_FALLBACK_POLL_S, self._waiting / FALLBACK_READS_PER_S)
 
     # --- TTL -------------------------------------------------------------------------------
     async def _sweep_expired(self) -> None:
@@ -163,10 +195,45 @@ class QueueFrontEnd:
                 return
             await asyncio.sleep(0)
 
+    # --- disk ----------------------------------------------------------------------------
+    def check_room(self) -> None:
+        """Raise StorageFull (507) once the store holds ``max_stored_mb``."""
+        limit = self.config.max_stored_mb * 1e6
+        if self._stored_bytes >= limit:
+            raise StorageFull(
+                f"the job store is full ({self._stored_bytes / 1e6:.0f} MB of "
+                f"max_stored_mb={self.config.max_stored_mb:g}); retry once jobs expire"
+            )
+
+    def stored(self, count: int) -> None:
+        """Count a submit's bytes until the next measurement."""
+        self._stored_bytes += count
+
+    async def _watch_disk(self) -> None:
+        # Media of jobs without a row (a killed API) are swept at start and periodically;
+        # the stored bytes are measured every DISK_CHECK_S in between.
+        next_sweep = 0.0
+        while True:
+            try:
+                if time.monotonic() >= next_sweep:
+                    swept = await self.call(self.store.sweep_orphan_files, ORPHAN_GRACE_S)
+                    if swept:
+                        logger.info("deleted the media of %d jobs that have no row", swept)
+                    next_sweep = time.monotonic() + ORPHAN_SWEEP_S
+                self._stored_bytes = await self.call(self.store.stored_bytes)
+            except Exception:
+                logger.exception("disk check failed; retrying in %.0f s", DISK_CHECK_S)
+            await asyncio.sleep(DISK_CHECK_S)
+
     # --- reading ---------------------------------------------------------------------------
-    async def status_response(self, job_id: str, wait: float | None) -> JSONResponse:
+    async def status_response(
+        self, job_id: str, wait: float | None, receive: Receive | None = None
+    ) -> JSONResponse:
         check_job_id(job_id)
-        job = await (self.wait_terminal(job_id, wait) if wait else self.get_job(job_id))
+        if wait:
+            job = await self.wait_terminal(job_id, wait, receive)
+        else:
+            job = await self.get_job(job_id)
         if job is None:
             raise JobNotFound(job_id)
         return JSONResponse(await self.render(job))
@@ -174,7 +241,7 @@ class QueueFrontEnd:
     async def status_handler(self, request: Request) -> JSONResponse:
         """``GET /status/{job_id}?wait=S`` for the fast path (see apipod.app.fastpath)."""
         job_id = request.url.path[len("/status/") :]
-        return await self.status_response(job_id, wait_seconds(request))
+        return await self.status_response(job_id, wait_seconds(request), request.receive)
 
     # --- rendering -------------------------------------------------------------------------
     async def render(self, job: Job) -> dict[str, Any]:
@@ -219,17 +286,20 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
 
     @app.router.get("/status/{job_id}", tags=["jobs"], summary="Status and result of a job")
     async def get_status(
+        request: Request,
         job_id: str = Path(pattern=JOB_ID_PATTERN),
         wait: float | None = Query(None, ge=0, description="long-poll up to this many seconds"),
     ) -> JSONResponse:
-        return await read_status(job_id, wait)
+        return await read_status(job_id, wait, request.receive)
 
     @app.router.post("/status", tags=["jobs"], summary="Status and result of a job")
     async def post_status(
+        request: Request,
         job_id: str = Query(pattern=JOB_ID_PATTERN),
         wait: float | None = Query(None, ge=0, description="long-poll up to this many seconds"),
     ) -> JSONResponse:
-        return await read_status(job_id, wait)
+        await request.body()  # so that receive() next reports only the disconnect
+        return await read_status(job_id, wait, request.receive)
 
     @app.router.post("/cancel/{job_id}", tags=["jobs"], summary="Cancel a queued or running job")
     async def cancel(job_id: str = Path(pattern=JOB_ID_PATTERN)) -> JSONResponse:
@@ -270,3 +340,11 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
         before = joblist.parse_cursor(cursor)
         jobs, positions = await queue.call(joblist.job_page, queue.store, *filters, limit, before)
         return JSONResponse(joblist.page_body(queue, jobs, positions, limit))
+
+
+async def _until_disconnect(receive: Receive, event: asyncio.Event) -> None:
+    """Return (and set ``event``) once the client has closed its connection. The request
+    body was read before, so the server sends nothing else but the disconnect."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    event.set()

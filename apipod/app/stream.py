@@ -241,7 +241,7 @@ class JobStream:
         # The job first, then its chunks: a terminal job has all of its chunks written
         # already, so this read sees every one of them.
         store = self._queue.store
-        job = store.get(self._job_id)
+        job = store.get_state(self._job_id, with_result=True)  # never the inputs
         chunks = [] if job is None else store.read_chunks(self._job_id, self._after, READ_BATCH)
         if chunks:
             self._after = chunks[-1].seq

@@ -16,7 +16,9 @@ import binascii
 import decimal
 import enum
 import io
+import os
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
@@ -25,8 +27,9 @@ from media_toolkit import AudioFile, ImageFile, MediaDict, MediaFile, MediaList,
 from media_toolkit.core.content_detectors import ContentDetector
 from pydantic import BaseModel
 
-from apipod.errors import MediaError
-from apipod.media.fetch import UrlPolicy, fetch_url
+from apipod.errors import MediaError, MediaTooLarge, UploadTooLarge
+from apipod.media.fetch import SPOOL_MEMORY_BYTES, UrlPolicy, fetch_url
+from apipod.media.names import safe_name
 
 MEDIA_BASE = MediaFile
 # Which detected media classes each parameter type accepts. Containers such as mp4 hold
@@ -40,6 +43,9 @@ _DATA_URL = re.compile(
     r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,"
 )
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+_DECODE_CHUNK = 1 << 18  # a multiple of 4: whole base64 quanta
 
 
 @dataclass
@@ -65,6 +71,40 @@ class MediaPayload:
         return self.data.read()
 
 
+@dataclass(eq=False)
+class EncodedText:
+    """A long base64 or ``data:`` URL string still inside the request body (see
+    :mod:`apipod.app.jsonbody`): decoded only when read as media, chunk by chunk."""
+
+    source: memoryview
+    start: int
+    end: int
+
+    def text(self) -> str:
+        return bytes(self.source[self.start : self.end]).decode("ascii")
+
+    def head(self, size: int) -> str:
+        return bytes(self.source[self.start : min(self.end, self.start + size)]).decode("ascii")
+
+
+class MediaBudget:
+    """The media bytes one request may bring in, all inputs together: uploads, base64,
+    ``data:`` URLs and URL downloads count against one limit (the endpoint's
+    ``max_upload_file_size_mb``)."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self.used = 0
+
+    def take(self, count: int) -> None:
+        self.used += count
+        if self.used > self.limit_bytes:
+            raise UploadTooLarge(self.limit_bytes, "the media of this request")
+
+    def remaining(self) -> int:
+        return max(0, self.limit_bytes - self.used)
+
+
 def is_media_type(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, MEDIA_BASE)
 
@@ -74,46 +114,84 @@ def is_upload(value: Any) -> bool:
     return hasattr(value, "file") and hasattr(value, "filename")
 
 
-def read_media(value: Any, media_cls: type, field: str, policy: UrlPolicy) -> MediaPayload:
-    """Turn one client value into a checked :class:`MediaPayload` (raises MediaError)."""
-    payload = _payload_from_value(value, field, policy)
+def read_media(
+    value: Any,
+    media_cls: type,
+    field: str,
+    policy: UrlPolicy,
+    budget: MediaBudget | None = None,
+) -> MediaPayload:
+    """Turn one client value into a checked :class:`MediaPayload` (raises MediaError;
+    UploadTooLarge once the request's media pass ``budget``). Large media arrive as
+    spooled temporary files, never whole in memory; file names are reduced to a safe
+    base name."""
+    budget = budget or MediaBudget(policy.max_bytes)
+    payload = _payload_from_value(value, field, policy, budget)
+    if payload.file_name is not None:
+        payload.file_name = safe_name(payload.file_name)
     check_kind(payload, media_cls, field)
     return payload
 
 
-def _payload_from_value(value: Any, field: str, policy: UrlPolicy) -> MediaPayload:
+def _payload_from_value(
+    value: Any, field: str, policy: UrlPolicy, budget: MediaBudget
+) -> MediaPayload:
     if is_upload(value):
+        value.file.seek(0, os.SEEK_END)
+        budget.take(value.file.tell())
         value.file.seek(0)
         return MediaPayload(value.file, value.filename, value.content_type)
     if isinstance(value, bytes):
+        budget.take(len(value))
         return MediaPayload(value)
     if isinstance(value, dict):
-        return _payload_from_file_model(value, field, policy)
+        return _payload_from_file_model(value, field, policy, budget)
+    if isinstance(value, EncodedText):
+        return _payload_from_encoded(value, field, budget)
     if isinstance(value, str):
-        return _payload_from_string(value.strip(), field, policy)
+        return _payload_from_string(value.strip(), field, policy, budget)
     raise MediaError(
         f"field '{field}': expected a file upload, base64 string, data: URL or http(s) URL",
         field,
     )
 
 
-def _payload_from_file_model(value: dict, field: str, policy: UrlPolicy) -> MediaPayload:
+def _payload_from_file_model(
+    value: dict, field: str, policy: UrlPolicy, budget: MediaBudget
+) -> MediaPayload:
     content = value.get("content")
-    if not isinstance(content, str):
+    if isinstance(content, EncodedText):
+        payload = _payload_from_encoded(content, field, budget)
+    elif isinstance(content, str):
+        payload = _payload_from_string(content.strip(), field, policy, budget)
+    else:
         raise MediaError(f"field '{field}': a file object needs a 'content' string", field)
-    payload = _payload_from_string(content.strip(), field, policy)
-    payload.file_name = value.get("file_name") or payload.file_name
-    payload.content_type = value.get("content_type") or payload.content_type
+    file_name, content_type = value.get("file_name"), value.get("content_type")
+    payload.file_name = file_name if isinstance(file_name, str) and file_name else None
+    if isinstance(content_type, str) and content_type:
+        payload.content_type = content_type
     return payload
 
 
-def _payload_from_string(text: str, field: str, policy: UrlPolicy) -> MediaPayload:
+def _payload_from_string(
+    text: str, field: str, policy: UrlPolicy, budget: MediaBudget
+) -> MediaPayload:
     lowered = text[:16].lower()
     if lowered.startswith(("http://", "https://")):
-        fetched = fetch_url(text, policy, field)
-        return MediaPayload(fetched.data, fetched.file_name, fetched.content_type)
+        try:
+            fetched = fetch_url(text, policy, field, budget.remaining())
+        except MediaTooLarge:
+            if budget.remaining() < policy.max_bytes:  # the request's budget was the bound
+                budget.take(budget.remaining() + 1)
+            raise
+        try:
+            budget.take(fetched.size)
+        except BaseException:
+            fetched.file.close()
+            raise
+        return MediaPayload(fetched.file, fetched.file_name, fetched.content_type)
     if lowered.startswith("data:"):
-        return _payload_from_data_url(text, field)
+        return _payload_from_data_url(text, field, budget)
     if len(text) < 256 and text.startswith(("/", "~/", "./", "../", "\\")):
         raise MediaError(
             f"field '{field}': local file paths are not accepted; upload the file or send "
@@ -125,15 +203,57 @@ def _payload_from_string(text: str, field: str, policy: UrlPolicy) -> MediaPaylo
             f"field '{field}': only http(s) URLs, data: URLs and base64 are accepted",
             field,
         )
-    return MediaPayload(_decode_base64(text, field))
+    data = _decode_base64(text, field)
+    budget.take(len(data))
+    return MediaPayload(data)
 
 
-def _payload_from_data_url(text: str, field: str) -> MediaPayload:
+def _payload_from_data_url(text: str, field: str, budget: MediaBudget) -> MediaPayload:
     match = _DATA_URL.match(text)
     if match is None or not match.group("b64"):
         raise MediaError(f"field '{field}': malformed data: URL (expected ';base64,')", field)
     data = _decode_base64(text[match.end() :], field)
+    budget.take(len(data))
     return MediaPayload(data, None, match.group("type"))
+
+
+def _payload_from_encoded(text: EncodedText, field: str, budget: MediaBudget) -> MediaPayload:
+    """Decode a long base64 string (or data: URL) from the body in chunks to a file."""
+    content_type = None
+    start = text.start
+    if text.head(5).lower() == "data:":
+        match = _DATA_URL.match(text.head(512))
+        if match is None or not match.group("b64"):
+            raise MediaError(f"field '{field}': malformed data: URL (expected ';base64,')", field)
+        content_type = match.group("type")
+        start += match.end()
+    # The decoded size is known in advance: large media go straight to a file on disk
+    # (a spooled file would hold its first megabyte twice when it rolls over).
+    expected = (text.end - start) * 3 // 4
+    out = tempfile.TemporaryFile() if expected > SPOOL_MEMORY_BYTES else io.BytesIO()  # noqa: SIM115
+    try:
+        _decode_chunks(text.source[start : text.end], out, field, budget)
+    except BaseException:
+        out.close()
+        raise
+    out.seek(0)
+    return MediaPayload(out, None, content_type)
+
+
+def _decode_chunks(encoded: memoryview, out: IO[bytes], field: str, budget: MediaBudget) -> None:
+    if not len(encoded):
+        raise MediaError(f"field '{field}': empty media content", field)
+    for offset in range(0, len(encoded), _DECODE_CHUNK):
+        chunk = bytes(encoded[offset : offset + _DECODE_CHUNK])
+        if offset + _DECODE_CHUNK >= len(encoded):
+            chunk += b"=" * (-len(chunk) % 4)
+        altchars = b"-_" if b"-" in chunk or b"_" in chunk else None
+        try:
+            data = base64.b64decode(chunk, altchars=altchars, validate=True)
+        except (binascii.Error, ValueError):
+            raise MediaError(f"field '{field}': not valid base64", field) from None
+        budget.take(len(data))
+        out.write(data)
 
 
 def _decode_base64(text: str, field: str) -> bytes:

@@ -14,16 +14,18 @@ import ipaddress
 import logging
 import socket
 import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import IO, Any, TypeAlias
 
 import httpx
 
-from apipod.errors import ConfigError, MediaError
+from apipod.errors import ConfigError, MediaError, MediaTooLarge
+from apipod.media.names import FALLBACK_NAME, safe_name
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 _SCHEMES = ("http", "https")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
+SPOOL_MEMORY_BYTES = 1 << 20
 _HEADERS = {"Accept": "*/*", "Accept-Encoding": "identity", "User-Agent": "apipod-media-fetch"}
 
 
@@ -76,29 +79,48 @@ class UrlPolicy:
 
 @dataclass(frozen=True)
 class FetchedMedia:
-    """A downloaded media input."""
+    """A downloaded media input: ``size`` bytes in ``file`` (a spooled temporary file,
+    on disk past 1 MB, positioned at its start)."""
 
-    data: bytes
+    file: IO[bytes]
+    size: int
     content_type: str | None
     file_name: str | None
 
+    @property
+    def data(self) -> bytes:
+        """The whole content in memory (small files and tests only)."""
+        self.file.seek(0)
+        data = self.file.read()
+        self.file.seek(0)
+        return data
 
-def fetch_url(url: str, policy: UrlPolicy, field: str | None = None) -> FetchedMedia:
+
+def fetch_url(
+    url: str, policy: UrlPolicy, field: str | None = None, max_bytes: int | None = None
+) -> FetchedMedia:
     """Download ``url`` under ``policy``; ``field`` names the input in error messages.
 
     Raises :class:`MediaError` when the URL is refused (scheme, credentials, an address
     the policy does not allow, too many redirects), the download fails or answers a
-    non-2xx status, the body exceeds ``policy.max_bytes``, or ``policy.timeout_s`` passes.
-    Blocks the calling thread; returns or raises within ``policy.timeout_s``.
+    non-2xx status or a compressed body (``Content-Encoding``), the body exceeds
+    ``policy.max_bytes`` (or ``max_bytes``, what is left of a request's media budget),
+    or ``policy.timeout_s`` passes. Blocks the calling thread; returns or raises within
+    ``policy.timeout_s``.
     """
-    job = _Job(policy, field, time.monotonic() + policy.timeout_s, threading.Event())
+    limit = policy.max_bytes if max_bytes is None else min(policy.max_bytes, max_bytes)
+    deadline = time.monotonic() + policy.timeout_s
+    job = _Job(policy, field, deadline, threading.Event(), limit)
     outcome: list[FetchedMedia | BaseException] = []
 
     def work() -> None:
         try:
             outcome.append(_download(url, job))
-        except BaseException as exc:  # handed to the caller's thread below
+        except MediaError as exc:  # handed to the caller's thread below
             outcome.append(exc)
+        except Exception as exc:  # a URL or response no check foresaw: still the client's
+            logger.info("media download from %r failed unexpectedly", url, exc_info=True)
+            outcome.append(job.refuse(f"could not fetch the URL ({type(exc).__name__})"))
 
     # The download runs in its own thread so that the caller gets its answer by the
     # deadline even while getaddrinfo or a socket operation is still blocked.
@@ -141,22 +163,27 @@ class _Job:
     field: str | None
     deadline: float
     cancelled: threading.Event
+    max_bytes: int
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
 
-    def refuse(self, reason: str, *, log: bool = True) -> MediaError:
+    def refuse(
+        self, reason: str, *, log: bool = True, error: type[MediaError] = MediaError
+    ) -> MediaError:
         label = f"media input '{self.field}'" if self.field else self.policy.label
         if log:
             logger.info("refused %s: %s", label, reason)
-        return MediaError(f"{label}: {reason}", field=self.field)
+        return error(f"{label}: {reason}", field=self.field)
 
     def timed_out(self) -> MediaError:
         return self.refuse(f"download timed out after {self.policy.timeout_s:g} s", log=False)
 
     def too_large(self) -> MediaError:
-        limit = self.policy.max_bytes / 1_000_000
-        return self.refuse(f"the file is larger than the limit of {limit:g} MB")
+        limit = self.max_bytes / 1_000_000
+        return self.refuse(
+            f"the file is larger than the limit of {limit:g} MB", error=MediaTooLarge
+        )
 
     def failed(self, url: httpx.URL, exc: Exception | None) -> MediaError:
         """A short reason for a transport failure; the exception text goes to the log only."""
@@ -181,9 +208,9 @@ def _download(raw_url: str, job: _Job) -> FetchedMedia:
         with _open(url, addresses, job) as response:
             location = _redirect_target(response, url, job)
             if location is None:
-                data = _read_body(response, job)
-                logger.debug("fetched %d bytes from %s", len(data), _describe(url))
-                return FetchedMedia(data, _content_type(response), _file_name(response, url))
+                file, size = _read_body(response, job)
+                logger.debug("fetched %d bytes from %s", size, _describe(url))
+                return FetchedMedia(file, size, _content_type(response), _file_name(response, url))
         url = _parse_url(location, job)
         if str(url) in seen:
             raise job.refuse(f"redirect loop at host '{url.host}'")
@@ -194,7 +221,9 @@ def _download(raw_url: str, job: _Job) -> FetchedMedia:
 def _parse_url(raw_url: str, job: _Job) -> httpx.URL:
     try:
         url = httpx.URL(raw_url)
-    except (httpx.InvalidURL, TypeError, ValueError):
+        url.raw_host.decode("ascii"), url.host  # noqa: B018 - IDNA errors show here
+        url = url.copy_with(fragment=None)
+    except (httpx.InvalidURL, TypeError, ValueError):  # UnicodeError is a ValueError
         raise job.refuse("not a valid URL") from None
     if url.scheme not in _SCHEMES:
         shown = f"scheme '{url.scheme}'" if url.scheme else "a URL without a scheme"
@@ -203,7 +232,7 @@ def _parse_url(raw_url: str, job: _Job) -> httpx.URL:
         raise job.refuse("URLs with credentials (user:password@) are not allowed")
     if not url.raw_host:
         raise job.refuse("the URL has no host")
-    return url.copy_with(fragment=None)
+    return url
 
 
 def _allowed_addresses(url: httpx.URL, job: _Job) -> list[str]:
@@ -308,18 +337,30 @@ def _redirect_target(response: httpx.Response, url: httpx.URL, job: _Job) -> str
     )
 
 
-def _read_body(response: httpx.Response, job: _Job) -> bytes:
+def _read_body(response: httpx.Response, job: _Job) -> tuple[IO[bytes], int]:
+    """The body, as sent (never inflated), in a spooled file; and its size."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        # We asked for identity. Inflating would turn a small download into any size.
+        raise job.refuse(f"the server sent a compressed body (Content-Encoding: {encoding})")
     declared = response.headers.get("content-length", "").strip()
-    if declared.isdigit() and int(declared) > job.policy.max_bytes:
+    if declared.isdigit() and int(declared) > job.max_bytes:
         raise job.too_large()
-    body = bytearray()
-    for chunk in response.iter_bytes():
-        body += chunk
-        if len(body) > job.policy.max_bytes:
-            raise job.too_large()
-        if job.cancelled.is_set() or job.remaining() <= 0:
-            raise job.timed_out()
-    return bytes(body)
+    body = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115
+    try:
+        size = 0
+        for chunk in response.iter_raw():
+            size += len(chunk)
+            if size > job.max_bytes:
+                raise job.too_large()
+            if job.cancelled.is_set() or job.remaining() <= 0:
+                raise job.timed_out()
+            body.write(chunk)
+    except BaseException:
+        body.close()
+        raise
+    body.seek(0)
+    return body, size
 
 
 # --- address and host checks ---------------------------------------------------------
@@ -405,19 +446,11 @@ def _file_name(response: httpx.Response, url: httpx.URL) -> str | None:
     if disposition:
         message = email.message.Message()
         message["content-disposition"] = disposition
-        name = _safe_name(message.get_filename())
-        if name:
-            return name
-    return _safe_name(url.path.rsplit("/", 1)[-1])
-
-
-def _safe_name(name: str | None) -> str | None:
-    """The last path component, without control characters; None when nothing is left."""
-    if not name:
-        return None
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    base = "".join(c for c in base if c.isprintable()).strip()
-    return None if base in ("", ".", "..") else base
+        name = message.get_filename()
+        if name and safe_name(name) != FALLBACK_NAME:
+            return safe_name(name)
+    name = safe_name(url.path.rsplit("/", 1)[-1])
+    return None if name == FALLBACK_NAME else name
 
 
 # --- helpers -------------------------------------------------------------------------

@@ -90,6 +90,8 @@ class Job:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     lease_expires_at: datetime | None = None
+    #: The full traceback of a failure, for operators only (never sent over HTTP).
+    traceback: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -158,16 +160,24 @@ class JobStore(abc.ABC):
         """The job, or None when unknown or expired."""
 
     @abc.abstractmethod
+    def get_state(self, job_id: str, *, with_result: bool = False) -> Job | None:
+        """The job without loading its inputs (``inputs`` is ``{}``) and, unless
+        ``with_result``, without its result (``None``): what status polls read, so a job
+        with large inputs costs them nothing. None when unknown or expired."""
+
+    @abc.abstractmethod
     def cancel(self, job_id: str) -> Job | None:
         """Queued or processing → cancelled (terminal at once; a running worker notices
-        through ``heartbeat``/``set_progress`` returning False). Terminal jobs are left
-        as they are. Returns the job after the change, or None when unknown."""
+        through ``heartbeat``/``set_progress`` returning False). No one may read the
+        inputs of a cancelled job any more: they and its files are freed at once.
+        Terminal jobs are left as they are. Returns the job after the change (without inputs and result, as
+        :meth:`get_state` reads it), or None when unknown."""
 
     @abc.abstractmethod
     def list_jobs(
         self, *, status: str | None = None, endpoint: str | None = None, limit: int = 100
     ) -> list[Job]:
-        """Newest first."""
+        """Newest first, read as :meth:`get_state` reads (no inputs, no result)."""
 
     @abc.abstractmethod
     def queue_depths(self) -> dict[str, int]:
@@ -197,8 +207,9 @@ class JobStore(abc.ABC):
         message stays). False when not owned."""
 
     @abc.abstractmethod
-    def fail(self, job_id: str, worker_id: str, error: str) -> bool:
-        """processing → failed with ``error``. False when not owned."""
+    def fail(self, job_id: str, worker_id: str, error: str, traceback: str | None = None) -> bool:
+        """processing → failed with ``error`` (shown to clients) and ``traceback``
+        (kept for operators). False when not owned."""
 
     @abc.abstractmethod
     def time_out(self, job_id: str, worker_id: str, error: str) -> bool:
@@ -275,6 +286,18 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def discard_files(self, job_id: str) -> None:
         """Delete every file of ``job_id`` (its enqueue failed). Never raises when none."""
+
+    # --- disk ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def stored_bytes(self) -> int:
+        """About how many bytes the store holds for jobs: their inputs and results (as
+        JSON text) and their media files. Reads every row's sizes: call it seldom."""
+
+    @abc.abstractmethod
+    def sweep_orphan_files(self, older_than_s: float) -> int:
+        """Delete the media of jobs that have no row (a process died between storing a
+        submit's files and its row), stored more than ``older_than_s`` ago; return for
+        how many job ids. Files of a submit still in progress are younger: they stay."""
 
     # --- workers ---------------------------------------------------------------------------
     @abc.abstractmethod

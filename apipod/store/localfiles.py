@@ -8,20 +8,22 @@ against a killed process, and the page cache outlives the process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import BinaryIO
+
+from apipod.media.names import safe_name
 
 log = logging.getLogger(__name__)
 
 FILES_DIR = "files"
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-_UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f]")
-_MAX_NAME_BYTES = 200
 _COPY_CHUNK = 1 << 20
 
 
@@ -30,22 +32,6 @@ def check_job_id(job_id: str) -> str:
     if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
         raise ValueError(f"invalid job id {job_id!r}: use letters, digits, '_', '-', '.'")
     return job_id
-
-
-def safe_name(name: str) -> str:
-    """The last path component of ``name`` without control characters, never empty,
-    ``.`` or ``..``, at most 200 bytes (the extension is kept when shortening)."""
-    base = _UNSAFE_CHARS.sub("", str(name).replace("\\", "/").rsplit("/", 1)[-1]).strip()
-    if base in ("", ".", ".."):
-        return "file"
-    if len(base.encode()) <= _MAX_NAME_BYTES:
-        return base
-    stem, dot, ext = base.rpartition(".")
-    if not dot or len(ext) > 16:
-        stem, ext = base, ""
-    suffix = f".{ext}" if ext else ""
-    room = _MAX_NAME_BYTES - len(suffix.encode())
-    return stem.encode()[:room].decode(errors="ignore") + suffix
 
 
 def _numbered(name: str, number: int) -> str:
@@ -66,11 +52,14 @@ class LocalFiles:
         """Write ``data`` (bytes or a binary file object, copied in chunks) and return
         the reference ``files/<job_id>/<final name>``."""
         folder = self._files / check_job_id(job_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        self._files.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, exist_ok=True)
         wanted = safe_name(name)
         temp = folder / f".{uuid.uuid4().hex}.tmp"
         try:
-            with open(temp, "wb") as out:
+            # 0600: job media are the clients' data, readable by the service alone.
+            descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with open(descriptor, "wb") as out:
                 if isinstance(data, (bytes, bytearray, memoryview)):
                     out.write(data)
                 else:
@@ -107,6 +96,30 @@ class LocalFiles:
     def read(self, ref: str) -> bytes:
         """The bytes under ``ref``; FileNotFoundError when gone."""
         return self.path_of(ref).read_bytes()
+
+    def size(self) -> int:
+        """Bytes of all job files (one pass over the folders)."""
+        total = 0
+        for folder in self._folders():
+            with contextlib.suppress(OSError), os.scandir(folder) as entries:
+                total += sum(e.stat().st_size for e in entries if e.is_file())
+        return total
+
+    def job_ids(self, older_than_s: float) -> list[str]:
+        """Ids of the job folders last changed more than ``older_than_s`` ago."""
+        cutoff = time.time() - older_than_s
+        ids = []
+        for folder in self._folders():
+            with contextlib.suppress(OSError):
+                if folder.stat().st_mtime < cutoff and _JOB_ID.fullmatch(folder.name):
+                    ids.append(folder.name)
+        return ids
+
+    def _folders(self) -> list[Path]:
+        try:
+            return [Path(e.path) for e in os.scandir(self._files) if e.is_dir()]
+        except FileNotFoundError:
+            return []
 
     def delete_job(self, job_id: str) -> None:
         """Remove the job's folder, if any; errors are logged, never raised."""

@@ -9,6 +9,7 @@ A file is one value, sent in binary and held in memory once while it is written 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import BinaryIO
 
 from apipod.errors import StoreUnavailable
@@ -25,6 +26,8 @@ _INSERT = (
 )
 _READ = "SELECT data FROM files WHERE job_id = %s AND name = %s"
 _DELETE = "DELETE FROM files WHERE job_id = %s"
+_SIZE = "SELECT coalesce(sum(octet_length(data)), 0) FROM files"
+_OLD_JOBS = "SELECT DISTINCT job_id FROM files WHERE created_at < %s"
 _MAX_NUMBER = 10_000
 
 
@@ -67,6 +70,17 @@ class BlobFiles:
         if row is None:
             raise FileNotFoundError(f"no file {ref!r} in the job store")
         return bytes(row[0])
+
+    def size(self) -> int:
+        """Bytes of all job files."""
+        with self._pool.connection() as conn:
+            return int(conn.execute(_SIZE).fetchone()[0])
+
+    def job_ids(self, older_than_s: float) -> list[str]:
+        """Ids of the jobs whose files were all stored more than ``older_than_s`` ago."""
+        cutoff = format_ts(utcnow() - timedelta(seconds=older_than_s))
+        with self._pool.connection() as conn:
+            return [row[0] for row in conn.execute(_OLD_JOBS, (cutoff,))]
 
     def delete_job(self, job_id: str) -> None:
         """Delete the job's files, if any; errors are logged, never raised."""

@@ -98,6 +98,7 @@ class PostgresStore(SqlJobStore):
     paramstyle = "format"
     claim_lock_suffix = " FOR UPDATE SKIP LOCKED"
     chunk_lock_suffix = " FOR SHARE"
+    database_bytes_sql = "SELECT pg_total_relation_size('jobs')"
     fast_local_reads = False
 
     def __init__(

@@ -43,6 +43,7 @@ JOB_COLUMNS = (
     "queued_at",
     "started_at",
     "finished_at",
+    "traceback",
 )
 WORKER_COLUMNS = (
     "id",
@@ -98,7 +99,23 @@ def load_json(text: str | None) -> Any:
 
 # --- rows ------------------------------------------------------------------------------------
 def row_to_job(row: Sequence[Any]) -> Job:
-    """A :class:`Job` from a row selected as :data:`JOB_COLUMNS`."""
+    """A :class:`Job` from a row selected as :data:`JOB_COLUMNS` (or a projection of
+    them). A row that cannot be decoded (corrupt JSON, unknown status) becomes a failed
+    job that says so, so one bad row never breaks a read of many."""
+    try:
+        return _decode_job(row)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        return Job(
+            id=str(row[1]),
+            seq=row[0] if isinstance(row[0], int) else 0,
+            endpoint=str(row[2]),
+            status=JobStatus.FAILED,
+            inputs={},
+            error=f"the stored job row cannot be read ({type(exc).__name__})",
+        )
+
+
+def _decode_job(row: Sequence[Any]) -> Job:
     (seq, job_id, endpoint, status, progress, message, error, inputs, result) = row[:9]
     (attempts, max_attempts, worker, timeout_s, lease, created, queued, started) = row[9:17]
     return Job(
@@ -120,6 +137,7 @@ def row_to_job(row: Sequence[Any]) -> Job:
         started_at=parse_ts(started),
         finished_at=parse_ts(row[17]),
         lease_expires_at=parse_ts(lease),
+        traceback=row[18],
     )
 
 
@@ -153,6 +171,11 @@ def worker_params(info: WorkerInfo, now: str) -> tuple[Any, ...]:
 
 # --- statements ------------------------------------------------------------------------------
 _JOB_COLS = ", ".join(JOB_COLUMNS)
+# The same columns with the two big ones left out: what a status poll or a history list
+# reads. The row keeps its shape (``'{}'`` for inputs, NULL for result), so
+# :func:`row_to_job` reads it as any other.
+_STATE_COLS = _JOB_COLS.replace("inputs, result", "'{}', NULL")
+_STATE_WITH_RESULT_COLS = _JOB_COLS.replace("inputs, result", "'{}', result")
 _OWNED = "id = ? AND status = 'processing' AND worker = ?"
 _REQUEUE = "attempts < max_attempts"
 
@@ -216,7 +239,7 @@ def list_jobs_sql(by_status: bool, by_endpoint: bool) -> str:
     """History query, newest first. Parameters: [status], [endpoint], limit."""
     conditions = [c for c, on in (("status = ?", by_status), ("endpoint = ?", by_endpoint)) if on]
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    return f"SELECT {_JOB_COLS} FROM jobs{where} ORDER BY seq DESC LIMIT ?"
+    return f"SELECT {_STATE_COLS} FROM jobs{where} ORDER BY seq DESC LIMIT ?"
 
 
 @dataclass(frozen=True)
@@ -229,6 +252,8 @@ class Statements:
         " created_at, queued_at) VALUES (?, ?, 'queued', ?, 0, ?, ?, ?, ?) RETURNING seq"
     )
     get_job: str = f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?"
+    get_state: str = f"SELECT {_STATE_COLS} FROM jobs WHERE id = ?"
+    get_state_with_result: str = f"SELECT {_STATE_WITH_RESULT_COLS} FROM jobs WHERE id = ?"
     claim_any: str = claim_sql(0)
     heartbeat: str = f"UPDATE jobs SET lease_expires_at = ? WHERE {_OWNED}"
     set_progress: str = f"UPDATE jobs SET progress = ?, message = ? WHERE {_OWNED}"
@@ -237,7 +262,8 @@ class Statements:
         f" lease_expires_at = NULL WHERE {_OWNED}"
     )
     end: str = (
-        "UPDATE jobs SET status = ?, error = ?, finished_at = ?, lease_expires_at = NULL"
+        "UPDATE jobs SET status = ?, error = ?, traceback = ?, finished_at = ?,"
+        " lease_expires_at = NULL"
         f" WHERE {_OWNED}"
     )
     release: str = release_sql("id = ? AND worker = ?")
@@ -248,9 +274,9 @@ class Statements:
     )
     recover: str = release_sql("lease_expires_at < ?")
     cancel: str = (
-        "UPDATE jobs SET status = 'cancelled', error = ?, finished_at = ?,"
+        "UPDATE jobs SET status = 'cancelled', error = ?, finished_at = ?, inputs = '{}',"
         " lease_expires_at = NULL WHERE id = ? AND status IN ('queued', 'processing')"
-        f" RETURNING {_JOB_COLS}"
+        f" RETURNING {_STATE_COLS}"
     )
     queue_depths: str = (
         "SELECT endpoint, count(*) FROM jobs WHERE status = 'queued' GROUP BY endpoint"

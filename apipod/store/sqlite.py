@@ -15,6 +15,7 @@ migrations. A store must not be carried across ``fork``: open one per process.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -49,6 +50,10 @@ class SqliteStore(SqlJobStore):
     dialect = "sqlite"
     paramstyle = "qmark"
     fast_local_reads = True
+    database_bytes_sql = (
+        "SELECT (page_count - freelist_count) * page_size"
+        " FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()"
+    )
 
     def __init__(
         self,
@@ -69,6 +74,7 @@ class SqliteStore(SqlJobStore):
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = self._connect()
+            os.chmod(self._path, 0o600)  # -wal and -shm inherit it: readable by us alone
             self._use_wal(self._writer)
             # The writer waits for the lock with _busy_retry, not SQLite's busy handler,
             # whose first sleep is a whole millisecond: far longer than the few dozen

@@ -14,6 +14,8 @@ wake-ups live in the data directory by default; a dialect may store them elsewhe
 from __future__ import annotations
 
 import abc
+import logging
+import os
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,6 +46,7 @@ from apipod.store.wakeup import FifoWakeup
 from apipod.store.webhookstore import WebhookOutboxMixin
 
 CANCELLED_ERROR = "cancelled by client"
+_KNOWN_BATCH = 100
 LEASE_EXPIRED_ERROR = "lease expired"
 Row = tuple[Any, ...]
 Params = Sequence[Any]
@@ -57,6 +60,10 @@ class FileBackend(Protocol):
     def read(self, ref: str) -> bytes: ...
 
     def delete_job(self, job_id: str) -> None: ...
+
+    def size(self) -> int: ...
+
+    def job_ids(self, older_than_s: float) -> list[str]: ...
 
 
 class Transaction(Protocol):
@@ -91,6 +98,11 @@ class SqlJobStore(OperationsMixin, WebhookOutboxMixin, JobStore):
     claim_lock_suffix: str = ""
     #: Appended to the ownership check of ``append_chunks``, e.g. ``" FOR SHARE"``.
     chunk_lock_suffix: str = ""
+    #: One number: the bytes the jobs take in the database. A dialect replaces this
+    #: full scan with what its catalog knows at once.
+    database_bytes_sql: str = (
+        "SELECT coalesce(sum(length(inputs) + coalesce(length(result), 0)), 0) FROM jobs"
+    )
 
     def __init__(self, data_dir: str | Path) -> None:
         self._data_dir = Path(data_dir)
@@ -109,6 +121,7 @@ class SqlJobStore(OperationsMixin, WebhookOutboxMixin, JobStore):
 
     def _open_files(self) -> FileBackend:
         """The media backend: plain files under ``<data_dir>/files``."""
+        make_private_dir(self._data_dir)
         return LocalFiles(self._data_dir)
 
     def _open_wakeups(self) -> tuple[Wakeup, Wakeup]:
@@ -197,12 +210,18 @@ class SqlJobStore(OperationsMixin, WebhookOutboxMixin, JobStore):
         rows = self._read(self._sql.get_job, (job_id,))
         return row_to_job(rows[0]) if rows else None
 
+    def get_state(self, job_id: str, *, with_result: bool = False) -> Job | None:
+        sql = self._sql.get_state_with_result if with_result else self._sql.get_state
+        rows = self._read(sql, (job_id,))
+        return row_to_job(rows[0]) if rows else None
+
     def cancel(self, job_id: str) -> Job | None:
         """See :meth:`JobStore.cancel`. The job keeps its ``worker`` (so the supervisor
         knows whom to stop) and gets the error ``"cancelled by client"``."""
         rows = self._write_rows(self._sql.cancel, (CANCELLED_ERROR, format_ts(utcnow()), job_id))
         if not rows:
-            return self.get(job_id)
+            return self.get_state(job_id, with_result=True)
+        self.discard_files(job_id)
         self._notify_result(job_id)
         return row_to_job(rows[0])
 
@@ -258,14 +277,21 @@ class SqlJobStore(OperationsMixin, WebhookOutboxMixin, JobStore):
         params = (dump_json(result), format_ts(utcnow()), job_id, worker_id)
         return self._ended(job_id, self._write(self._sql.finish, params))
 
-    def fail(self, job_id: str, worker_id: str, error: str) -> bool:
-        return self._end(JobStatus.FAILED, job_id, worker_id, error)
+    def fail(self, job_id: str, worker_id: str, error: str, traceback: str | None = None) -> bool:
+        return self._end(JobStatus.FAILED, job_id, worker_id, error, traceback)
 
     def time_out(self, job_id: str, worker_id: str, error: str) -> bool:
         return self._end(JobStatus.TIMEOUT, job_id, worker_id, error)
 
-    def _end(self, status: JobStatus, job_id: str, worker_id: str, error: str) -> bool:
-        params = (status.value, str(error), format_ts(utcnow()), job_id, worker_id)
+    def _end(
+        self,
+        status: JobStatus,
+        job_id: str,
+        worker_id: str,
+        error: str,
+        traceback: str | None = None,
+    ) -> bool:
+        params = (status.value, str(error), traceback, format_ts(utcnow()), job_id, worker_id)
         return self._ended(job_id, self._write(self._sql.end, params))
 
     def _ended(self, job_id: str, rowcount: int) -> bool:
@@ -404,6 +430,27 @@ class SqlJobStore(OperationsMixin, WebhookOutboxMixin, JobStore):
         """See :meth:`JobStore.discard_files`."""
         self._files.delete_job(job_id)
 
+    # --- disk ---------------------------------------------------------------------------------------
+    def stored_bytes(self) -> int:
+        """See :meth:`JobStore.stored_bytes`."""
+        database = int(self._read(self.database_bytes_sql)[0][0] or 0)
+        return database + self._files.size()
+
+    def sweep_orphan_files(self, older_than_s: float) -> int:
+        """See :meth:`JobStore.sweep_orphan_files`."""
+        swept = 0
+        candidates = self._files.job_ids(older_than_s)
+        sql = self._cached_sql(("known", _KNOWN_BATCH), lambda: _known_sql(_KNOWN_BATCH))
+        for start in range(0, len(candidates), _KNOWN_BATCH):
+            batch = candidates[start : start + _KNOWN_BATCH]
+            padded = batch + [batch[-1]] * (_KNOWN_BATCH - len(batch))  # one statement text
+            known = {row[0] for row in self._read(sql, padded)}
+            for job_id in batch:
+                if job_id not in known:
+                    self.discard_files(job_id)
+                    swept += 1
+        return swept
+
     # --- workers -----------------------------------------------------------------------------------
     def upsert_worker(self, info: WorkerInfo) -> None:
         """See :meth:`JobStore.upsert_worker`. ``started_at`` defaults to now."""
@@ -419,6 +466,21 @@ class SqlJobStore(OperationsMixin, WebhookOutboxMixin, JobStore):
         """See :meth:`JobStore.prune_workers`."""
         cutoff = ts_in(-float(stale_after_s))
         return [row[0] for row in self._write_rows(self._sql.prune_workers, (cutoff,))]
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` readable by this user alone (0700), or tighten it to that: it
+    holds the clients' inputs and media."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o700)
+    except OSError as exc:
+        logging.getLogger(__name__).warning("cannot make %s private (0700): %s", path, exc)
+
+
+def _known_sql(count: int) -> str:
+    return f"SELECT id FROM jobs WHERE id IN ({placeholders(count)})"
 
 
 def _delete_sql(table: str, column: str, count: int) -> str:

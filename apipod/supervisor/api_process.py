@@ -6,6 +6,7 @@ import logging
 
 import uvicorn
 
+from apipod.app.server import uvicorn_options
 from apipod.config import Config
 from apipod.supervisor.children import die_with_parent
 
@@ -30,6 +31,7 @@ def api_main(target: str, config: Config) -> None:
         log_level=config.log_level,
         log_config=None,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        **uvicorn_options(config),
     )
     logger.info("API serving on http://%s:%d", config.host, config.port)
     uvicorn.Server(server_config).run()

@@ -147,7 +147,7 @@ class WorkerEvents:
             logger.warning("job %s timed out on worker %s; worker killed", job_id, handle.worker_id)
 
     def check_job_still_owned(self, handle: WorkerHandle, now: float) -> None:
-        job = self.store.get(handle.job_id) if handle.job_id else None
+        job = self.store.get_state(handle.job_id) if handle.job_id else None
         owned = job is not None and not job.is_terminal and job.worker == handle.worker_id
         if owned:
             handle.lost_since = None

@@ -9,7 +9,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from apipod.endpoint import EndpointSpec
-from apipod.errors import JobCancelled
+from apipod.errors import JobCancelled, client_error_text
 from apipod.media.convert import MediaPayload, build_media, encode_result
 from apipod.payload import FILE_KEY, media_arguments
 from apipod.progress import JobProgress
@@ -62,7 +62,8 @@ class JobRunner:
             except Exception as exc:
                 logger.exception("job %s failed", job.id)
                 watch.flush()
-                self._store.fail(job.id, self._worker_id, _error_text(exc))
+                trace = "".join(traceback.format_exception(exc))
+                self._store.fail(job.id, self._worker_id, client_error_text(exc), trace)
 
     def _call(self, spec: EndpointSpec, job: Job, progress: JobProgress) -> Any:
         kwargs = self._arguments(spec, job.inputs)
@@ -90,9 +91,3 @@ class JobRunner:
 
 def _is_stored_file(value: Any) -> bool:
     return isinstance(value, dict) and FILE_KEY in value
-
-
-def _error_text(exc: BaseException) -> str:
-    summary = f"{type(exc).__name__}: {exc}"
-    trace = "".join(traceback.format_exception(exc))
-    return f"{summary}\n\n{trace}"

@@ -83,7 +83,7 @@ class JobWatch:
                 self._mark_lost("progress refused")
 
     def _check_still_ours(self) -> None:
-        job = self._store.get(self._job_id)
+        job = self._store.get_state(self._job_id)
         if job is None or job.is_terminal or job.worker != self._worker_id:
             self._mark_lost(f"status is {job.status if job else 'gone'}")
 

@@ -126,3 +126,48 @@ def test_no_key_configured_means_open(monkeypatch: pytest.MonkeyPatch) -> None:
 
     with serve_in_thread(app) as url:
         assert httpx.post(url + "/ping").json() == {"pong": True}
+
+
+# --- one mechanism, whichever way the key was given -------------------------------------------
+def test_scheme_is_case_insensitive(client: httpx.Client) -> None:
+    for scheme in ("bearer", "BEARER", "Bearer", "bEaReR"):
+        response = client.post(
+            "/scalars", json={"name": "a"}, headers={"Authorization": f"{scheme} {KEY}"}
+        )
+        assert response.status_code == 200, scheme
+    wrong = client.post("/scalars", json={"name": "a"}, headers={"Authorization": f"Basic {KEY}"})
+    assert_unauthorized(wrong)
+
+
+def test_health_with_a_key_says_only_ok_without_it(client: httpx.Client) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/health", headers=GOOD).json()["compute"] == "dedicated"
+
+
+def test_key_given_to_start_is_enforced_in_synchronous_mode(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    tmp = tmp_path_factory.mktemp("start-key")
+    port = free_port()
+    args = [sys.executable, str(SERVICES / "sync_start.py"), str(port), "late-key"]
+    process = ServiceProcess(args, service_env(tmp / "data"), port, tmp / "service.log").start()
+    try:
+        process.wait_until("/health", status=200)
+        url = f"http://127.0.0.1:{port}/hello"
+        assert httpx.post(url, json={"name": "x"}, timeout=10).status_code == 401
+        bad = httpx.post(url, json={}, headers={"Authorization": "Bearer nope"}, timeout=10)
+        assert bad.status_code == 401
+        good = httpx.post(url, json={}, headers={"Authorization": "Bearer late-key"}, timeout=10)
+        assert good.status_code == 200
+    finally:
+        process.stop()
+
+
+def test_an_empty_key_in_the_environment_is_an_error() -> None:
+    from apipod.config import Config
+    from apipod.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="APIPOD_API_KEY"):
+        Config.load({"api_key": "from-code"}, env={"APIPOD_API_KEY": ""})
+    with pytest.raises(ConfigError, match="APIPOD_API_KEY"):
+        Config.load({}, env={"APIPOD_API_KEY": "   "})

@@ -109,7 +109,7 @@ def test_pydantic_model_with_enum_and_datetime_fields(routes: httpx.Client) -> N
 def test_unserialisable_result_is_a_500(routes: httpx.Client) -> None:
     response = routes.post("/result", json={"kind": "object"})
     assert response.status_code == 500
-    assert response.json() == {"detail": "Internal Server Error"}
+    assert response.json() == {"detail": "TypeError: cannot serialise a result of type object"}
 
 
 # --- job_progress ----------------------------------------------------------------------------

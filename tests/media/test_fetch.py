@@ -18,7 +18,7 @@ import pytest
 from apipod.config import Config
 from apipod.errors import ConfigError, MediaError
 from apipod.media import fetch
-from apipod.media.fetch import FetchedMedia, UrlPolicy, fetch_url
+from apipod.media.fetch import UrlPolicy, fetch_url
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 LOCAL = UrlPolicy(allowlist=("127.0.0.1/32",), timeout_s=5.0)
@@ -263,7 +263,8 @@ def test_unresolvable_host() -> None:
 
 def test_network_allowlist_fetches_bytes_type_and_name(server: _Server) -> None:
     media = fetch_url(server.url("/image.png"), LOCAL, field="image")
-    assert media == FetchedMedia(data=PNG, content_type="image/png", file_name="image.png")
+    assert (media.data, media.size) == (PNG, len(PNG))
+    assert (media.content_type, media.file_name) == ("image/png", "image.png")
     assert server.requests == [("/image.png", f"127.0.0.1:{server.server_address[1]}")]
 
 

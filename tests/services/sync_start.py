@@ -15,4 +15,5 @@ def hello(name: str = "world") -> dict:
 
 
 if __name__ == "__main__":
-    app.start(port=int(sys.argv[1]))
+    # An optional second argument is an API key given to start(), as scripts do.
+    app.start(port=int(sys.argv[1]), api_key=sys.argv[2] if len(sys.argv) > 2 else None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -242,16 +244,38 @@ def test_cancel_a_queued_job(store: JobStore) -> None:
 def test_cancel_a_processing_job(store: JobStore) -> None:
     job = claimed(store_with_job(store))
     cancelled = store.cancel(job.id)
-    assert cancelled.status is JobStatus.CANCELLED and store.get(job.id) == cancelled
+    assert cancelled.status is JobStatus.CANCELLED
+    assert store.get_state(job.id, with_result=True) == cancelled
     assert store.heartbeat(job.id, "w1", 30) is False
 
 
 def test_cancel_leaves_terminal_jobs_as_they_are(store: JobStore) -> None:
     job = claimed(store_with_job(store))
     store.finish(job.id, "w1", [1, 2, 3])
-    done = store.get(job.id)
+    done = store.get_state(job.id, with_result=True)
     assert store.cancel(job.id) == done and done.status is JobStatus.FINISHED
     assert store.cancel(job.id).result == [1, 2, 3]
+
+
+def test_get_state_reads_neither_inputs_nor_an_unwanted_result(store: JobStore) -> None:
+    job = claimed(store_with_job(store))
+    store.finish(job.id, "w1", {"answer": 42})
+    full = store.get(job.id)
+    assert full.inputs == {"prompt": "a cat"} and full.result == {"answer": 42}
+    state = store.get_state(job.id)
+    assert state.inputs == {} and state.result is None
+    assert state.status is JobStatus.FINISHED and state.worker == "w1" and state.seq == job.seq
+    assert store.get_state(job.id, with_result=True).result == {"answer": 42}
+    assert store.get_state("unknown") is None
+    assert all(j.inputs == {} and j.result is None for j in store.list_jobs())
+
+
+def test_fail_keeps_the_traceback_apart_from_the_error(store: JobStore) -> None:
+    job = claimed(store_with_job(store))
+    assert store.fail(job.id, "w1", "ValueError: bad", "Traceback (most recent call last): ...")
+    failed = store.get(job.id)
+    assert failed.error == "ValueError: bad"
+    assert failed.traceback == "Traceback (most recent call last): ..."
 
 
 # --- history ---------------------------------------------------------------------------------------------
@@ -411,3 +435,38 @@ def test_wait_for_results_wakes_on_finish(
     start = time.monotonic()
     store.wait_for_results(0.3)
     assert 0.25 <= time.monotonic() - start < 3
+
+
+# --- disk --------------------------------------------------------------------------------------
+def test_cancel_frees_the_inputs_and_files_at_once(store: JobStore) -> None:
+    job = submit(store, inputs={"prompt": "x" * 10_000})
+    ref = store.put_file(job.id, "in.png", b"\x89PNG" * 1000)
+    store.cancel(job.id)
+    assert store.get(job.id).inputs == {}
+    with pytest.raises(FileNotFoundError):
+        store.read_file(ref)
+
+
+def test_stored_bytes_counts_inputs_results_and_files(store: JobStore) -> None:
+    """Measured as the database sees it (pages, compressed values): roughly."""
+    empty = store.stored_bytes()
+    noise = base64.b64encode(os.urandom(300_000)).decode()  # 400 KB a database cannot shrink
+    job = submit(store, inputs={"prompt": noise})
+    store.put_file(job.id, "in.bin", b"\0" * 200_000)
+    with_input = store.stored_bytes()
+    assert with_input - empty >= 200_000 + 0.7 * len(noise), (empty, with_input)
+    store.finish(claimed(store).id, "w1", {"text": noise})
+    assert store.stored_bytes() - with_input >= 0.7 * len(noise)
+
+
+def test_sweep_orphan_files_deletes_only_old_files_without_a_row(store: JobStore) -> None:
+    job = submit(store)
+    kept = store.put_file(job.id, "in.png", b"mine")
+    orphan = store.put_file("orphan-job", "in.png", b"left by a killed API")
+    time.sleep(1.0)
+    young = store.put_file("submit-in-progress", "in.png", b"row comes next")
+    assert store.sweep_orphan_files(older_than_s=0.8) == 1
+    assert store.read_file(kept) == b"mine" and store.read_file(young) == b"row comes next"
+    with pytest.raises(FileNotFoundError):
+        store.read_file(orphan)
+    assert store.sweep_orphan_files(older_than_s=0.0) == 1  # now the young one too
