@@ -29,10 +29,7 @@ WRONG = [
 ]
 SERVICE = str(SERVICES / "auth_routes.py")
 MEANS = ("constructor", "start", "cli", "env")
-ISSUE_10 = "issue 10: the key is not yet one mechanism on every path"
 FAILS_ON_MAIN = {
-    # app.start(api_key=...) in synchronous mode reaches the config, never the middleware
-    ("dedicated", "start"): "issue 10: app.start(api_key=...) is not checked in sync mode",
     ("dedicated", "cli"): "issue 10: apipod start has no --api-key flag yet",
     ("serverless", "cli"): "issue 10: apipod start has no --api-key flag yet",
 }
@@ -142,13 +139,7 @@ def test_the_key_guards_every_route(
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize(
-    "compute",
-    [
-        pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=f"{ISSUE_10}: 'bearer'"))
-        for c in ("dedicated", "serverless")
-    ],
-)
+@pytest.mark.parametrize("compute", ["dedicated", "serverless"])
 def test_the_scheme_is_case_insensitive(
     tmp_path: Path, running: list[ServiceProcess], compute: str
 ) -> None:
