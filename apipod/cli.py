@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from apipod import __version__
+from apipod.child import setup_logging
 from apipod.errors import APIPodError
 from apipod.ops import cli as ops_cli
 
@@ -16,8 +17,6 @@ if TYPE_CHECKING:
     from apipod.app.pod import APIPod
 
 logger = logging.getLogger(__name__)
-
-LOG_FORMAT = "%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _db_upgrade(args)
         return _start(args)
     except APIPodError as exc:
-        _setup_logging("info")
+        setup_logging("info")
         logger.error("apipod: %s", exc)
         return 2
 
@@ -81,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _start(args: argparse.Namespace) -> int:
     from apipod.loader import load_app
 
-    _setup_logging(args.log_level or "info")
+    setup_logging(args.log_level or "info")
     app = load_app(args.target)
     settings = {
         key: getattr(args, key)
@@ -107,7 +106,7 @@ def run_app(
 ) -> int:
     """Serve ``app``: uvicorn alone in synchronous mode, the supervisor in queue mode."""
     config = app.configure(host=host, port=port, **settings)
-    _setup_logging(config.log_level)
+    setup_logging(config.log_level)
     if not config.queue_enabled:
         import uvicorn
 
@@ -132,19 +131,12 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     from apipod.config import Config
     from apipod.store.migrate import upgrade
 
-    _setup_logging("info")
+    setup_logging("info")
     overrides = {"database_url": args.database_url, "data_dir": args.data_dir}
     config = Config.load({k: v for k, v in overrides.items() if v})
     applied = upgrade(config.resolved_database_url, config.data_dir)
     logger.info("applied %d migration(s): %s", len(applied), ", ".join(applied) or "none pending")
     return 0
-
-
-def _setup_logging(level: str) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(format=LOG_FORMAT, level=level.upper())
-    root.setLevel(level.upper())
 
 
 if __name__ == "__main__":

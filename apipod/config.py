@@ -1,7 +1,9 @@
 """One ``Config``, built once at start.
 
-Precedence (highest first): environment (``APIPOD_*``) > ``APIPod(...)`` arguments and CLI
-flags > ``apipod-deploy/apipod.json`` > defaults. Every problem (unknown key, bad value,
+Precedence (highest first): ``apipod start`` flags > environment (``APIPOD_*``) >
+``APIPod(...)`` arguments > ``apipod-deploy/apipod.json`` > defaults. ``data_dir`` is made
+absolute (from the current directory) the moment it is read, so every process and every
+message names the same folder. Every problem (unknown key, bad value,
 unsupported provider) raises :class:`ConfigError` with a message that says what to fix.
 """
 
@@ -67,6 +69,10 @@ class Config:
     max_stored_mb: float = 100_000.0
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        absolute = str(Path(self.data_dir).expanduser().absolute())
+        object.__setattr__(self, "data_dir", os.path.normpath(absolute))
+
     @property
     def queue_enabled(self) -> bool:
         return self.compute == "serverless"
@@ -83,13 +89,17 @@ class Config:
         overrides: Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
         deploy_file: Path | None = None,
+        flags: Mapping[str, Any] | None = None,
     ) -> Config:
-        """Build the config from the three sources, highest precedence last applied."""
+        """Build the config from its sources, highest precedence last applied: the deploy
+        file, ``overrides`` (``APIPod(...)`` arguments), ``env``, then ``flags`` (the
+        command line). ``None`` values never override."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         values.update(_read_deploy_file(deploy_file or DEPLOY_FILE))
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
         values.update(_read_env(env))
+        values.update({k: v for k, v in (flags or {}).items() if v is not None})
         return cls.from_mapping(values)
 
     @classmethod

@@ -100,6 +100,11 @@ class StoreUnavailable(APIPodError):
     """The job store cannot be written or read right now (locked, disk full, gone)."""
 
 
+class StoreRejected(APIPodError):
+    """The store refused a value for good (not storable as it is); retrying cannot help,
+    unlike :class:`StoreUnavailable`."""
+
+
 class JobCancelled(APIPodError):
     """Raised inside a running job when a client cancelled it.
 

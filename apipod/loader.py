@@ -1,64 +1,120 @@
-"""Finding the user's APIPod app from ``service.py``, ``module`` or ``module:attr``."""
+"""Finding the user's APIPod app from ``service.py``, ``service``, ``module`` or
+``module:attr``.
+
+The loader recognises the app by its shape (:class:`ServiceApp`) rather than by importing
+``apipod.app``: the worker and the supervisor load services through here and must not
+depend on the HTTP front end.
+"""
 
 from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from apipod.errors import ServiceLoadError
 
 if TYPE_CHECKING:
     from apipod.app.pod import APIPod
 
+TARGET_FORMS = "a file (service.py), a module (package.service) or module:attribute"
+
+
+@runtime_checkable
+class ServiceApp(Protocol):
+    """What the supervisor, the API process and the workers use of an ``APIPod`` app."""
+
+    endpoints: dict[str, Any]
+    worker_start_hooks: list[Any]
+
+    def apply_config(self, config: Any) -> None: ...
+
+    def configure(self, **overrides: Any) -> Any: ...
+
 
 def load_app(target: str) -> APIPod:
     """Import the service and return its ``APIPod`` instance.
 
-    ``target`` is a file (``service.py``, imported as a module from its folder so that
-    every process imports it under the same name), a module, or ``module:attribute``.
+    ``target`` is a file (``service.py``, or ``service`` when ``service.py`` exists;
+    imported as a module from its folder so that every process imports it under the
+    same name), a module, or either of these followed by ``:attribute``. An exception
+    while importing raises :class:`ServiceLoadError` carrying the full traceback.
     """
-    module_name, _, attribute = target.partition(":")
-    module = _import(module_name)
+    module_part, _, attribute = target.partition(":")
+    if not module_part:
+        raise ServiceLoadError(f"{target!r}: name the service as {TARGET_FORMS}")
+    module = _import(module_part, target)
     return _find_app(module, attribute or None, target)
 
 
-def _import(module_name: str) -> ModuleType:
-    path = Path(module_name)
-    if module_name.endswith(".py") or path.is_file():
-        if not path.is_file():
-            raise ServiceLoadError(f"service file {module_name} does not exist")
-        folder = str(path.resolve().parent)
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-        module_name = path.stem
-    elif "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
+def _import(module_part: str, target: str) -> ModuleType:
+    module_name = _module_name(module_part, target)
     try:
         return importlib.import_module(module_name)
     except ServiceLoadError:
         raise
-    except Exception as exc:
-        raise ServiceLoadError(
-            f"importing {module_name} failed: {type(exc).__name__}: {exc}"
-        ) from exc
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ServiceLoadError(
+                f"{target!r}: no file {module_part} and no module {module_name} "
+                f"(looked in {Path.cwd()}); name the service as {TARGET_FORMS}"
+            ) from exc
+        raise _import_failed(module_name, exc) from exc
+    except BaseException as exc:  # SyntaxError, SystemExit from a script, anything
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise _import_failed(module_name, exc) from exc
+
+
+def _module_name(module_part: str, target: str) -> str:
+    """Put the service's folder on ``sys.path``; the name to import it by."""
+    path = Path(module_part)
+    if not path.suffix == ".py" and Path(module_part + ".py").is_file():
+        path = Path(module_part + ".py")
+    if path.suffix == ".py" or path.is_file():
+        if not path.is_file():
+            raise ServiceLoadError(f"{target!r}: service file {path} does not exist")
+        _add_to_path(str(path.resolve().parent))
+        return path.stem
+    if "/" in module_part or "\\" in module_part:
+        raise ServiceLoadError(f"{target!r}: no such service file; name {TARGET_FORMS}")
+    if "" not in sys.path:
+        _add_to_path(str(Path.cwd()))
+    return module_part
+
+
+def _add_to_path(folder: str) -> None:
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+
+
+def _import_failed(module_name: str, exc: BaseException) -> ServiceLoadError:
+    trace = "".join(traceback.format_exception(exc)).rstrip()
+    return ServiceLoadError(f"importing {module_name} failed: {type(exc).__name__}: {exc}\n{trace}")
 
 
 def _find_app(module: ModuleType, attribute: str | None, target: str) -> APIPod:
-    from apipod.app.pod import APIPod
-
     if attribute:
         app = getattr(module, attribute, None)
-        if not isinstance(app, APIPod):
-            raise ServiceLoadError(f"{target}: '{attribute}' is not an APIPod app")
-        return app
-    apps = [v for v in vars(module).values() if isinstance(v, APIPod)]
+        if not isinstance(app, ServiceApp):
+            found = "nothing" if app is None else type(app).__name__
+            raise ServiceLoadError(
+                f"{target!r}: '{attribute}' is {found}, not an APIPod app{_apps_hint(module)}"
+            )
+        return app  # type: ignore[return-value]
+    apps = [v for v in vars(module).values() if isinstance(v, ServiceApp)]
     if len(apps) != 1:
         found = "no APIPod app" if not apps else "several APIPod apps"
-        raise ServiceLoadError(f"{target}: found {found}; name one as module:attribute")
-    return apps[0]
+        raise ServiceLoadError(f"{target!r}: found {found}; name one as module:attribute")
+    return apps[0]  # type: ignore[return-value]
+
+
+def _apps_hint(module: ModuleType) -> str:
+    names = [name for name, v in vars(module).items() if isinstance(v, ServiceApp)]
+    return f" (APIPod apps here: {', '.join(names)})" if names else ""
 
 
 def target_of(app: APIPod) -> str:

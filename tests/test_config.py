@@ -42,7 +42,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.queue_enabled is False
     assert (config.max_workers, config.gpus, config.queue_size) == (1, "auto", 500)
     assert (config.job_ttl, config.job_timeout, config.max_attempts) == (3600.0, 3600.0, 3)
-    assert (config.data_dir, config.database_url, config.api_key) == ("./apipod-data", None, None)
+    assert (config.database_url, config.api_key) == (None, None)
+    assert config.data_dir == str(Path.cwd() / "apipod-data")
 
 
 def test_default_database_is_sqlite_in_the_data_dir(tmp_path: Path) -> None:
@@ -203,14 +204,27 @@ def test_apipod_arguments_beat_the_deploy_file(
     assert (app.config.queue_size, app.config.job_ttl) == (3, 5.0)
 
 
-def test_cli_flags_override_arguments_but_not_the_environment(
+def test_cli_flags_override_arguments_and_the_environment(
     clean_env: pytest.MonkeyPatch,
 ) -> None:
     app = APIPod(port=9001, max_workers=2)
     assert app.configure(port=9002).port == 9002
     assert app.config.max_workers == 2
     clean_env.setenv("APIPOD_PORT", "9003")
-    assert app.configure(port=9004).port == 9003
+    clean_env.setenv("APIPOD_MAX_WORKERS", "5")
+    config = app.configure(port=9004)
+    assert (config.port, config.max_workers) == (9004, 5)
+    # a flag not given leaves the environment's value; the flag given once is not sticky
+    assert app.configure().port == 9003
+
+
+def test_data_dir_is_absolute_from_the_moment_it_is_read(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = Config.load({"data_dir": "rel/dir"}, env=NO_ENV, deploy_file=tmp_path / "x")
+    assert config.data_dir == str(tmp_path / "rel" / "dir")
+    assert Config.load({}, env={"APIPOD_DATA_DIR": "~/q"}).data_dir == str(Path.home() / "q")
+    assert config.to_env()["APIPOD_DATA_DIR"] == str(tmp_path / "rel" / "dir")
 
 
 def test_unsupported_provider_argument(clean_env: pytest.MonkeyPatch) -> None:

@@ -97,10 +97,9 @@ class APIPod(FastAPI):
         self.add_middleware(ApiKeyMiddleware, key_of=lambda: self.config.api_key)
 
     # --- configuration ---------------------------------------------------------------------
-    def configure(self, **overrides: Any) -> Config:
-        """Re-read the config with extra overrides (CLI flags); env still wins."""
-        self.settings.update({k: v for k, v in overrides.items() if v is not None})
-        self.apply_config(Config.load(self.settings))
+    def configure(self, **flags: Any) -> Config:
+        """Re-read the config with command-line flags, which win over everything."""
+        self.apply_config(Config.load(self.settings, flags=flags))
         return self.config
 
     def apply_config(self, config: Config) -> None:

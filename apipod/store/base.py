@@ -16,6 +16,9 @@ Rules every backend keeps:
   ``release`` only act while the job is ``processing`` *and* owned by that worker. They
   return ``False`` otherwise, so a late result from a killed or expired worker is dropped
   and no job is ever finished twice.
+- Poison: a row that cannot be decoded never crashes a reader; ``claim`` fails such a
+  job at once ("the stored job cannot be read: ...") and claims the next one. Text is
+  made storable (NUL and lone surrogates escaped) before it is written.
 - Terminal statuses (finished, failed, timeout, cancelled) are final; ``finished_at`` is
   set when a job becomes terminal, and ``expire`` deletes terminal jobs (and their files
   and chunks) ``ttl`` seconds after that.
@@ -92,6 +95,8 @@ class Job:
     lease_expires_at: datetime | None = None
     #: The full traceback of a failure, for operators only (never sent over HTTP).
     traceback: str | None = None
+    #: Why the stored row could not be decoded (then ``inputs`` is empty); None when fine.
+    unreadable: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -189,7 +194,8 @@ class JobStore(abc.ABC):
         self, worker_id: str, lease_s: float, endpoints: Sequence[str] | None = None
     ) -> Job | None:
         """Atomically take the oldest queued job (of ``endpoints``, when given): status
-        processing, attempts + 1, worker and lease set. None when the queue is empty."""
+        processing, attempts + 1, worker and lease set. None when the queue is empty.
+        A claimed row that cannot be decoded is failed at once and the next one taken."""
 
     @abc.abstractmethod
     def heartbeat(self, job_id: str, worker_id: str, lease_s: float) -> bool:

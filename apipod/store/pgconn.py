@@ -22,7 +22,7 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
-from apipod.errors import StoreUnavailable
+from apipod.errors import StoreRejected, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,8 @@ class ConnectionPool:
         try:
             conn = self._take()
             yield conn
+        except pg_errors.DataError as exc:
+            raise StoreRejected(f"job store {self._where}: {exc}") from exc
         except psycopg.Error as exc:
             raise unavailable(exc, self._where) from exc
         finally:

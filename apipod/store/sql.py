@@ -12,6 +12,7 @@ rewrites them for drivers that use ``%s`` (psycopg).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
@@ -20,6 +21,8 @@ from typing import Any
 from apipod.store.base import Job, JobStatus, WorkerInfo, WorkerState
 
 UTC = timezone.utc
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _STATUSES = {status.value: status for status in JobStatus}
 _STATES = {state.value: state for state in WorkerState}
@@ -89,8 +92,23 @@ def ts_in(seconds: float, now: datetime | None = None) -> str:
 
 
 def dump_json(value: Any) -> str:
-    """Compact JSON text, non-ASCII kept readable. Raises TypeError for non-JSON values."""
-    return _ENCODE(value)
+    """Compact JSON text, non-ASCII kept readable. Raises TypeError for non-JSON values.
+    A lone surrogate is written as its ``\\uXXXX`` escape (UTF-8 cannot hold it; the
+    JSON reads back the same); JSON escapes NUL itself."""
+    return _SURROGATE.sub(_escape_char, _ENCODE(value))
+
+
+def storable_text(text: str | None) -> str | None:
+    """``text`` with NUL and lone surrogates written as ``\\uXXXX``: PostgreSQL refuses
+    NUL in text and neither backend can encode a lone surrogate. An error message with
+    either (a job's exception text, a worker's load error) must not fail its write."""
+    if text is None:
+        return None
+    return _UNSTORABLE.sub(_escape_char, str(text))
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 def load_json(text: str | None) -> Any:
@@ -100,8 +118,12 @@ def load_json(text: str | None) -> Any:
 # --- rows ------------------------------------------------------------------------------------
 def row_to_job(row: Sequence[Any]) -> Job:
     """A :class:`Job` from a row selected as :data:`JOB_COLUMNS` (or a projection of
-    them). A row that cannot be decoded (corrupt JSON, unknown status) becomes a failed
-    job that says so, so one bad row never breaks a read of many."""
+    them that keeps their shape).
+
+    The one place a job row is parsed. A row that cannot be decoded (JSON edited by hand
+    or written by a broken tool, an unknown status) still becomes a Job, with empty
+    ``inputs``/``result`` and ``unreadable`` saying why, so one bad row never breaks a
+    read of many, and ``claim`` fails it alone instead of handing it to a worker."""
     try:
         return _decode_job(row)
     except (ValueError, TypeError, KeyError, IndexError) as exc:
@@ -112,19 +134,23 @@ def row_to_job(row: Sequence[Any]) -> Job:
             status=JobStatus.FAILED,
             inputs={},
             error=f"the stored job row cannot be read ({type(exc).__name__})",
+            unreadable=f"the row cannot be decoded ({type(exc).__name__}: {exc})",
         )
 
 
 def _decode_job(row: Sequence[Any]) -> Job:
     (seq, job_id, endpoint, status, progress, message, error, inputs, result) = row[:9]
     (attempts, max_attempts, worker, timeout_s, lease, created, queued, started) = row[9:17]
+    problems: list[str] = []
+    decoded_inputs = _decode(inputs, "inputs", problems)
     return Job(
         id=job_id,
         seq=seq,
         endpoint=endpoint,
         status=_STATUSES[status],
-        inputs=json.loads(inputs),
-        result=None if result is None else json.loads(result),
+        inputs=decoded_inputs if isinstance(decoded_inputs, dict) else {},
+        result=None if result is None else _decode(result, "result", problems),
+        unreadable="; ".join(problems) or None,
         error=error,
         progress=progress,
         message=message,
@@ -139,6 +165,17 @@ def _decode_job(row: Sequence[Any]) -> Job:
         lease_expires_at=parse_ts(lease),
         traceback=row[18],
     )
+
+
+def _decode(text: Any, column: str, problems: list[str]) -> Any:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        problems.append(f"stored {column} are not valid JSON ({exc})")
+        return None
+    if column == "inputs" and not isinstance(value, dict):
+        problems.append(f"stored inputs are {type(value).__name__}, not a JSON object")
+    return value
 
 
 def row_to_worker(row: Sequence[Any]) -> WorkerInfo:
@@ -163,7 +200,7 @@ def worker_params(info: WorkerInfo, now: str) -> tuple[Any, ...]:
         info.current_job,
         info.jobs_done,
         info.rss_bytes,
-        info.error,
+        storable_text(info.error),
         started,
         now,
     )

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 import sqlalchemy
 from sqlalchemy.pool import NullPool
@@ -36,6 +37,15 @@ def _begin_immediate(conn: sqlalchemy.Connection) -> None:
 
 
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
+FILE_CHECK_S = 0.5
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return (stat.st_dev, stat.st_ino)
 
 
 class SqliteStore(SqlJobStore):
@@ -71,9 +81,13 @@ class SqliteStore(SqlJobStore):
         self._write_lock = threading.Lock()
         self._pool_lock = threading.Lock()
         self._idle_readers: list[sqlite3.Connection] = []
+        self._identity: tuple[int, int] | None = None
+        self._next_identity_check = 0.0
+        self._replaced_logged = False
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = self._connect()
+            self._writer = self._connect(create=True)
+            self._identity = _file_identity(self._path)
             os.chmod(self._path, 0o600)  # -wal and -shm inherit it: readable by us alone
             self._use_wal(self._writer)
             # The writer waits for the lock with _busy_retry, not SQLite's busy handler,
@@ -98,9 +112,13 @@ class SqliteStore(SqlJobStore):
         return self._engine
 
     # --- connections -------------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, create: bool = False) -> sqlite3.Connection:
+        # Only the first connection may create the file: a later one finding it gone
+        # must fail, not start an empty store beside the lost one.
+        mode = "rwc" if create else "rw"
         conn = sqlite3.connect(
-            self._path,
+            f"file:{quote(str(self._path.absolute()))}?mode={mode}",
+            uri=True,
             timeout=self._busy_timeout_s,
             isolation_level=None,
             check_same_thread=False,
@@ -127,7 +145,30 @@ class SqliteStore(SqlJobStore):
         if str(mode).lower() != "wal":
             log.warning("SQLite file %s stays in %s journal mode, not WAL", self._path, mode)
 
+    def _check_file(self) -> None:
+        """Raise when the database file was deleted or replaced since it was opened (at
+        most every FILE_CHECK_S): the open connections would go on writing to a file
+        nobody will ever read again."""
+        now = time.monotonic()
+        if now < self._next_identity_check:
+            return
+        self._next_identity_check = now + FILE_CHECK_S
+        current = _file_identity(self._path)
+        if current == self._identity:
+            return
+        what = "deleted" if current is None else "replaced by another file"
+        message = (
+            f"the job store file {self._path} was {what} while the service ran; "
+            "restore it (or restart to start a new, empty store)"
+        )
+        if not self._replaced_logged:
+            self._replaced_logged = True
+            log.critical("%s", message)
+        self._next_identity_check = 0.0  # keep failing until it is back
+        raise StoreUnavailable(message)
+
     def _take_writer(self) -> sqlite3.Connection:
+        self._check_file()
         if not self._write_lock.acquire(timeout=self._busy_timeout_s):
             raise StoreUnavailable(
                 f"the job store {self._path} is busy: no write turn within "
@@ -141,6 +182,7 @@ class SqliteStore(SqlJobStore):
     def _take_reader(self) -> sqlite3.Connection:
         if self._closed:
             raise StoreUnavailable("the job store is closed")
+        self._check_file()
         try:
             return self._idle_readers.pop()
         except IndexError:

@@ -37,6 +37,7 @@ from apipod.store.sql import (
     release_sql,
     row_to_job,
     row_to_worker,
+    storable_text,
     to_format,
     ts_in,
     utcnow,
@@ -48,6 +49,7 @@ from apipod.store.webhookstore import WebhookOutboxMixin
 CANCELLED_ERROR = "cancelled by client"
 _KNOWN_BATCH = 100
 LEASE_EXPIRED_ERROR = "lease expired"
+UNREADABLE_ERROR = "the stored job cannot be read"
 Row = tuple[Any, ...]
 Params = Sequence[Any]
 
@@ -250,13 +252,18 @@ class SqlJobStore(OperationsMixin, WebhookOutboxMixin, JobStore):
             names = tuple(endpoints)
             lock = self.claim_lock_suffix
             sql = self._cached_sql(("claim", len(names)), lambda: claim_sql(len(names), lock))
-        now = utcnow()
-        rows = self._write_rows(sql, (worker_id, format_ts(now), ts_in(lease_s, now), *names))
-        if not rows:
-            return None
-        job = row_to_job(rows[0])
-        self._notify_stream(job.id)
-        return job
+        while True:
+            now = utcnow()
+            params = (worker_id, format_ts(now), ts_in(lease_s, now), *names)
+            rows = self._write_rows(sql, params)
+            if not rows:
+                return None
+            job = row_to_job(rows[0])
+            if job.unreadable is None:
+                self._notify_stream(job.id)
+                return job
+            # A poison row fails alone, on its first attempt; the claim goes on.
+            self.fail(job.id, worker_id, f"{UNREADABLE_ERROR}: {job.unreadable}")
 
     def heartbeat(self, job_id: str, worker_id: str, lease_s: float) -> bool:
         return self._write(self._sql.heartbeat, (ts_in(lease_s), job_id, worker_id)) == 1
@@ -265,7 +272,7 @@ class SqlJobStore(OperationsMixin, WebhookOutboxMixin, JobStore):
         self, job_id: str, worker_id: str, progress: float | None, message: str | None
     ) -> bool:
         progress = None if progress is None else float(progress)
-        params = (progress, message, job_id, worker_id)
+        params = (progress, storable_text(message), job_id, worker_id)
         if self._write(self._sql.set_progress, params) != 1:
             return False
         self._notify_stream(job_id)
@@ -291,7 +298,14 @@ class SqlJobStore(OperationsMixin, WebhookOutboxMixin, JobStore):
         error: str,
         traceback: str | None = None,
     ) -> bool:
-        params = (status.value, str(error), traceback, format_ts(utcnow()), job_id, worker_id)
+        params = (
+            status.value,
+            storable_text(error),
+            storable_text(traceback),
+            format_ts(utcnow()),
+            job_id,
+            worker_id,
+        )
         return self._ended(job_id, self._write(self._sql.end, params))
 
     def _ended(self, job_id: str, rowcount: int) -> bool:
@@ -338,7 +352,7 @@ class SqlJobStore(OperationsMixin, WebhookOutboxMixin, JobStore):
         return [row[0] for row in self._release(sql, error, ids)]
 
     def _release(self, sql: str, error: str, params: Params) -> list[Row]:
-        error = str(error)
+        error = storable_text(error) or ""
         stamp = format_ts(utcnow())
         rows = self._write_rows(sql, (error, f"requeued after: {error}", stamp, *params))
         for job_id, status in rows:

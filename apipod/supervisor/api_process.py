@@ -7,8 +7,9 @@ import logging
 import uvicorn
 
 from apipod.app.server import uvicorn_options
+from apipod.child import enter_child
 from apipod.config import Config
-from apipod.supervisor.children import die_with_parent
+from apipod.loader import load_app
 
 logger = logging.getLogger(__name__)
 
@@ -17,11 +18,7 @@ GRACEFUL_SHUTDOWN_S = 5
 
 def api_main(target: str, config: Config) -> None:
     """Entry point of the spawned API process."""
-    from apipod.cli import LOG_FORMAT
-    from apipod.loader import load_app
-
-    die_with_parent()
-    logging.basicConfig(format=LOG_FORMAT, level=config.log_level.upper(), force=True)
+    enter_child("api", config.log_level)
     app = load_app(target)
     app.apply_config(config)
     server_config = uvicorn.Config(

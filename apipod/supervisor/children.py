@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing
 import os
 import secrets
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,16 +39,6 @@ def spawn(target: Any, args: tuple[Any, ...], env: dict[str, str], name: str) ->
                 else:
                     os.environ[key] = value
     return process
-
-
-def die_with_parent() -> None:
-    """In a child: get SIGKILL when the supervisor dies, so no orphan keeps a GPU
-    (Linux only; elsewhere the child notices the broken pipe instead)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def new_worker_id(box_id: str, index: int) -> str:

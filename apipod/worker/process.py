@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from apipod.child import enter_child
 from apipod.store import open_store
 from apipod.store.base import JobStore, WorkerInfo, WorkerState
 from apipod.worker.messages import (
@@ -50,7 +51,8 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    _setup_logging(spec.config.log_level)
+    gpu = f"gpu {spec.gpu}" if spec.gpu is not None else "cpu"
+    enter_child(f"worker {spec.index} ({gpu})", spec.config.log_level)
     store = open_store(spec.config.resolved_database_url, spec.config.data_dir)
     worker = Worker(spec, store, conn, stop)
     try:
@@ -207,9 +209,3 @@ def _run_hooks(app: APIPod) -> None:
             asyncio.run(hook())
         else:
             hook()
-
-
-def _setup_logging(level: str) -> None:
-    from apipod.cli import LOG_FORMAT
-
-    logging.basicConfig(format=LOG_FORMAT, level=level.upper(), force=True)
