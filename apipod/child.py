@@ -31,8 +31,29 @@ def setup_logging(level: str, *, force: bool = False) -> None:
     root.setLevel(level.upper())
 
 
+class _QuietPolls(logging.Filter):
+    """Drops uvicorn's access lines for status polls and health checks unless the log
+    level is debug: a client waiting for a job polls many times a second."""
+
+    PREFIXES = ("/status/", "/health", "/jobs/")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if len(args) >= 3 and args[1] == "GET" and str(args[2]).startswith(self.PREFIXES):
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
+def quiet_status_polls() -> None:
+    """Status polls and health checks are logged at debug level only."""
+    logging.getLogger("uvicorn.access").addFilter(_QuietPolls())
+
+
 def set_title(title: str) -> None:
     """``ps`` shows ``apipod: <title>`` for this process."""
+    # Keep /proc/<pid>/environ readable (what an operator and the tests inspect): the
+    # title then fits in the space of the original command line, which is long enough.
+    os.environ.setdefault("SPT_NOENV", "1")
     try:
         import setproctitle
     except ImportError:  # optional at run time: titles are a convenience

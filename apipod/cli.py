@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from apipod import __version__
-from apipod.child import setup_logging
+from apipod.child import quiet_status_polls, setup_logging
 from apipod.errors import APIPodError
 from apipod.ops import cli as ops_cli
 
@@ -40,8 +40,8 @@ def _add_start(commands: Any) -> None:
     start = commands.add_parser(
         "start",
         help="run a service (server, and in queue mode the supervisor and workers)",
-        description="Run a service. Settings not given here come from APIPOD_* variables, "
-        "APIPod(...) arguments and apipod-deploy/apipod.json; environment variables win.",
+        description="Run a service. Flags win over APIPOD_* variables, which win over "
+        "APIPod(...) arguments, which win over apipod-deploy/apipod.json.",
     )
     start.add_argument("target", help="service.py, a module, or module:attribute")
     start.add_argument("--host", help="address to bind (default 127.0.0.1)")
@@ -110,6 +110,10 @@ def run_app(
     if not config.queue_enabled:
         import uvicorn
 
+        from apipod.supervisor.api_process import check_port
+
+        check_port(config.host, config.port)
+        quiet_status_polls()
         logger.info("serving %s synchronously on http://%s:%d", app.title, config.host, config.port)
         from apipod.app.server import uvicorn_options
 
@@ -124,7 +128,8 @@ def run_app(
     from apipod.loader import target_of
     from apipod.supervisor.arbiter import Supervisor
 
-    return Supervisor(config, target or target_of(app)).run()
+    endpoints = [f"{'|'.join(s.methods)} {path}" for path, s in app.endpoints.items()]
+    return Supervisor(config, target or target_of(app), endpoints).run()
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:

@@ -72,7 +72,7 @@ def _import(module_part: str, target: str) -> ModuleType:
 def _module_name(module_part: str, target: str) -> str:
     """Put the service's folder on ``sys.path``; the name to import it by."""
     path = Path(module_part)
-    if not path.suffix == ".py" and Path(module_part + ".py").is_file():
+    if path.suffix != ".py" and Path(module_part + ".py").is_file():
         path = Path(module_part + ".py")
     if path.suffix == ".py" or path.is_file():
         if not path.is_file():

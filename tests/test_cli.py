@@ -157,15 +157,15 @@ def test_app_start_from_a_script(tmp_path: Path, running: list[Service]) -> None
     assert (info["title"], info["apipod"]["compute"]) == ("sync-start", "dedicated")
 
 
-def test_environment_port_beats_the_port_flag(tmp_path: Path, running: list[Service]) -> None:
+def test_the_port_flag_beats_the_environment(tmp_path: Path, running: list[Service]) -> None:
     env_port, flag_port = free_port(), free_port()
     args = apipod_command("start", str(SERVICES / "sync_basic.py"), "--port", str(flag_port))
-    service = serve(tmp_path, args, env_port, cwd=tmp_path, port=env_port)
+    service = serve(tmp_path, args, flag_port, cwd=tmp_path, port=env_port)
     running.append(service)
     service.wait_until("/health", status=200)
     check_sync_basic(service.url)
     with pytest.raises(httpx.TransportError):
-        httpx.get(f"http://127.0.0.1:{flag_port}/health", timeout=2)
+        httpx.get(f"http://127.0.0.1:{env_port}/health", timeout=2)
 
 
 def test_log_level_flag_is_applied(tmp_path: Path, running: list[Service]) -> None:

@@ -2,23 +2,50 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import socket
+import time
 
 import uvicorn
 
 from apipod.app.server import uvicorn_options
-from apipod.child import enter_child
+from apipod.child import enter_child, quiet_status_polls
 from apipod.config import Config
+from apipod.errors import APIPodError
 from apipod.loader import load_app
+from apipod.supervisor.children import spawn
 
 logger = logging.getLogger(__name__)
 
 GRACEFUL_SHUTDOWN_S = 5
+API_START_GRACE_S = 5.0
+
+
+class PortInUse(APIPodError):
+    """The API's address is taken: found before any worker starts."""
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise :class:`PortInUse` when ``host:port`` cannot be bound (as uvicorn binds it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            why = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise PortInUse(
+                f"cannot serve on http://{host}:{port}: {why}; stop what listens there or "
+                "choose another --port"
+            ) from None
 
 
 def api_main(target: str, config: Config) -> None:
     """Entry point of the spawned API process."""
     enter_child("api", config.log_level)
+    quiet_status_polls()
     app = load_app(target)
     app.apply_config(config)
     server_config = uvicorn.Config(
@@ -32,3 +59,45 @@ def api_main(target: str, config: Config) -> None:
     )
     logger.info("API serving on http://%s:%d", config.host, config.port)
     uvicorn.Server(server_config).run()
+
+
+class ApiProcess:
+    """The running API child, restarted when it dies (but not when it cannot start)."""
+
+    def __init__(self, target: str, config: Config) -> None:
+        self.target = target
+        self.config = config
+        self.started_at = 0.0
+        self.process = self._spawn()
+
+    def _spawn(self):  # noqa: ANN202 - a multiprocessing process
+        env = self.config.to_env()
+        # The API's threads each get a glibc malloc arena by default; with many small,
+        # short-lived allocations that fragments into slowly growing RSS. Two suffice.
+        if "MALLOC_ARENA_MAX" not in os.environ:
+            env["MALLOC_ARENA_MAX"] = "2"
+        process = spawn(api_main, (self.target, self.config), env, "apipod-api")
+        self.started_at = time.monotonic()
+        logger.info("API process pid %d", process.pid)
+        return process
+
+    def restart_after_exit(self) -> bool:
+        """The process exited: restart it and return True, or False when it failed at
+        start (an import error, say): restarting it would only fail again."""
+        self.process.join()
+        code = self.process.exitcode
+        quick = time.monotonic() - self.started_at < API_START_GRACE_S
+        if quick and code is not None and code > 0:
+            logger.error("API process exited at start (exit code %s): halting", code)
+            return False
+        logger.error("API process pid %s died (exit code %s): restarting", self.process.pid, code)
+        self.process = self._spawn()
+        return True
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)

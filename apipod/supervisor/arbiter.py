@@ -1,9 +1,14 @@
 """The supervisor: one API process and ``max_workers`` GPU-pinned worker processes.
 
 Like gunicorn's arbiter, signal handlers only queue the signal; the main loop waits on
-the children's pipes, their sentinels and the signal wake-up fd, then acts. It enforces
-job timeouts and cancellation by killing workers, respawns crashed workers with back-off,
-and stops respawning a worker whose ``on_worker_start`` keeps failing.
+the children's pipes, their sentinels and the signal wake-up fd, then acts. Each worker
+slot's lifecycle is a :class:`~apipod.supervisor.lifecycle.WorkerSlot`, which decides;
+this loop feeds it events and applies its decisions (kill a process, write the store).
+
+The loop never dies of a store fault: a store write a decision asks for is queued and
+retried in order with back-off (one log line per outage), and periodic reads and sweeps
+are skipped while the store is unavailable. Any other error stops every child and exits
+non-zero at once; nothing is left behind and the process never hangs.
 """
 
 from __future__ import annotations
@@ -15,183 +20,254 @@ import signal
 import socket
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
 from pathlib import Path
+from typing import Any, TypeVar
 
+from apipod.child import set_title
 from apipod.config import Config
+from apipod.errors import APIPodError, StoreUnavailable
 from apipod.store import open_store
 from apipod.store.base import JobStore
-from apipod.supervisor.api_process import api_main
-from apipod.supervisor.children import Slot, new_worker_id, spawn
-from apipod.supervisor.gpus import gpu_for_worker, resolve_gpus
+from apipod.store.retry import Backoff, Outage
+from apipod.supervisor.api_process import ApiProcess, check_port
+from apipod.supervisor.children import new_worker_id, start_worker
+from apipod.supervisor.datalock import DataDirLock
+from apipod.supervisor.gpus import check_gpus_exist, gpu_for_worker, resolve_gpus
+from apipod.supervisor.lifecycle import Decision, Kill, Phase, StoreCall, WorkerSlot
+from apipod.supervisor.startup import banner, release_dead_workers
 from apipod.supervisor.webhooks import WebhookSender
-from apipod.supervisor.workers import WorkerEvents, start_worker
+from apipod.worker.messages import WorkerSpec
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 TICK_S = 0.1
 CANCEL_POLL_S = 0.25
-API_START_GRACE_S = 5.0
 # A worker row not refreshed for this many leases (at least the floor) belongs to a box
 # that is gone for good: its row is deleted so /health stops listing it.
 PRUNE_WORKERS_AFTER_LEASES = 10
 PRUNE_WORKERS_FLOOR_S = 30.0
+SHUTDOWN_STORE_S = 10.0
+KILL_WAIT_S = 2.0
 
 
 class Supervisor:
-    """Runs until SIGTERM/SIGINT, then shuts down gracefully and returns 0."""
+    """Runs until SIGTERM/SIGINT, then shuts down gracefully and returns 0; returns
+    non-zero when it had to halt (a model that never loads, an API that cannot start)."""
 
-    def __init__(self, config: Config, target: str) -> None:
+    def __init__(self, config: Config, target: str, endpoints: Sequence[str] = ()) -> None:
         self.config = config
         self.target = target
+        self.endpoints = list(endpoints)
         self.host = socket.gethostname()
         self.box_id = box_id(self.host, config)
-        self.slots: list[Slot] = []
-        self.api = None
-        self.api_started_at = 0.0
+        self.slots: list[WorkerSlot] = []
+        self.api: ApiProcess | None = None
+        self.store: JobStore | None = None
+        self.webhooks: WebhookSender | None = None
+        self.outage = Outage("supervisor")
+        self._pending: deque[StoreCall] = deque()
+        self._store_backoff = Backoff(cap=1.0)
+        self._store_retry_at = 0.0
         self._signals: deque[int] = deque()
         self._stopping = False
         self._exit_code = 0
         self._next_lease_sweep = 0.0
         self._next_cancel_poll = 0.0
-        self.store: JobStore = open_store(config.resolved_database_url, config.data_dir)
-        self.events = WorkerEvents(self)
-        self.webhooks = WebhookSender(self.store, config)
+        self._lock = DataDirLock(config.data_dir)
 
     # --- main loop -------------------------------------------------------------------------
     def run(self) -> int:
-        wakeup_fd = self._install_signal_handlers()
+        set_title("supervisor")
+        self._lock.acquire()  # DataDirInUse: the caller reports it, exit non-zero
         try:
-            self._prepare_store()
-            self._start_children()
+            wakeup_fd = self._install_signal_handlers()
+            self._start()
             while not self._stopping:
                 self._tick(wakeup_fd)
             self._shutdown()
+        except APIPodError:  # a start-up check failed: the caller reports it in one line
+            self._stop_children_now()
+            raise
+        except Exception:
+            logger.critical("supervisor failed; stopping every child", exc_info=True)
+            self._stop_children_now()
+            self._exit_code = 1
         finally:
-            self.webhooks.stop()
-            self.store.close()
+            if self.webhooks is not None:
+                self.webhooks.stop()
+            if self.store is not None:
+                self.store.close()
+            self._lock.release()
         return self._exit_code
 
-    def _tick(self, wakeup_fd: int) -> None:
-        handles = [s.handle for s in self.slots if s.handle is not None]
-        waitables: list = [
-            wakeup_fd,
-            *(h.conn for h in handles),
-            *(h.process.sentinel for h in handles),
-        ]
-        if self.api is not None:
-            waitables.append(self.api.sentinel)
-        wait(waitables, timeout=TICK_S)
-        self._drain_wakeup(wakeup_fd)
-        self._handle_signals()
-        for handle in handles:
-            self.events.read_messages(handle)
-        self._reap()
-        self._enforce_deadlines()
-        self._sweep_leases()
-        self._refill_slots()
-        self.webhooks.tick()
-
-    # --- start-up --------------------------------------------------------------------------
-    def _prepare_store(self) -> None:
+    def _start(self) -> None:
+        self.store = open_store(self.config.resolved_database_url, self.config.data_dir)
         applied = self.store.migrate()
         if applied:
             logger.info("applied migrations %s", ", ".join(applied))
-        if self.config.role == "api":
-            return
-        # Workers of this box from a run that died (kill -9, power loss) still own jobs:
-        # give those jobs back now instead of waiting for their leases to run out.
-        stale = [w.id for w in self.store.list_workers() if w.id.startswith(self.box_id + "/")]
-        released = self.store.release_worker_jobs(stale, "worker crashed (previous run ended)")
-        for worker_id in stale:
-            self.store.remove_worker(worker_id)
-        if released:
-            logger.warning("requeued %d job(s) interrupted by the previous run", len(released))
-
-    def _start_children(self) -> None:
+        self.webhooks = WebhookSender(self.store, self.config)
         if self.config.role in ("all", "api"):
-            self._start_api()
+            check_port(self.config.host, self.config.port)
+        gpus: list[str] = []
         if self.config.role in ("all", "workers"):
             gpus = resolve_gpus(self.config.gpus)
-            for index in range(self.config.max_workers):
-                self.slots.append(Slot(index=index, gpu=gpu_for_worker(gpus, index)))
+            check_gpus_exist(gpus)
+            release_dead_workers(self.store, self.box_id)
+            self.slots = [
+                WorkerSlot(index=i, gpu=gpu_for_worker(gpus, i))
+                for i in range(self.config.max_workers)
+            ]
+        logger.info("%s", banner(self.config, self.endpoints, self.slots, self.store))
+        if self.config.role in ("all", "api"):
+            self.api = ApiProcess(self.target, self.config)
 
-    def _start_api(self) -> None:
-        env = self.config.to_env()
-        # The API's threads each get a glibc malloc arena by default; with many small,
-        # short-lived allocations that fragments into slowly growing RSS. Two suffice.
-        if "MALLOC_ARENA_MAX" not in os.environ:
-            env["MALLOC_ARENA_MAX"] = "2"
-        self.api = spawn(api_main, (self.target, self.config), env, "apipod-api")
-        self.api_started_at = time.monotonic()
-        logger.info(
-            "API process pid %d on http://%s:%d", self.api.pid, self.config.host, self.config.port
-        )
-
-    def _refill_slots(self) -> None:
+    def _tick(self, wakeup_fd: int) -> None:
+        workers = [slot.worker for slot in self.slots if slot.worker is not None]
+        waitables: list[Any] = [wakeup_fd, *(w.conn for w in workers)]
+        waitables += [w.process.sentinel for w in workers]
+        if self.api is not None:
+            waitables.append(self.api.process.sentinel)
+        wait(waitables, timeout=TICK_S)
+        _drain(wakeup_fd)
+        self._handle_signals()
         now = time.monotonic()
         for slot in self.slots:
-            if slot.handle is None and not slot.given_up and now >= slot.next_start_at:
-                worker_id = new_worker_id(self.box_id, slot.index)
-                slot.handle = start_worker(self, slot, worker_id)
+            self._read_messages(slot, now)
+        self._reap(now)
+        self._check_clocks(now)
+        self._apply_pending()
+        self._sweep_leases(now)
+        self._refill_slots(now)
+        self._halt_if_no_worker_can_start()
+        if self.webhooks is not None:
+            self.webhooks.tick()
 
-    # --- children that exit ------------------------------------------------------------------
-    def _reap(self) -> None:
+    # --- applying decisions ------------------------------------------------------------------
+    def _apply(self, slot: WorkerSlot, decisions: list[Decision]) -> None:
+        for decision in decisions:
+            if isinstance(decision, Kill):
+                if slot.worker is not None:
+                    slot.worker.kill()
+            else:
+                self._pending.append(decision)
+        self._apply_pending()
+
+    def _apply_pending(self) -> None:
+        """Run queued store writes in order; on a store fault keep the rest for later."""
+        if not self._pending or time.monotonic() < self._store_retry_at:
+            return
+        while self._pending:
+            call = self._pending[0]
+            try:
+                result = getattr(self.store, call.method)(*call.args)
+            except StoreUnavailable as exc:
+                self.outage.failed(exc)
+                self._store_retry_at = time.monotonic() + self._store_backoff.next()
+                return
+            self._pending.popleft()
+            self._store_ok()
+            if call.done is not None:
+                call.done(result)
+
+    def _store_ok(self) -> None:
+        self.outage.succeeded()
+        self._store_backoff.reset()
+
+    def _try_store(self, read: Callable[[], T]) -> T | None:
+        """A periodic store call: None (and the outage noted) when the store is down, or
+        while queued writes wait for it (they go first, in order)."""
+        if self._pending or time.monotonic() < self._store_retry_at:
+            return None
+        try:
+            value = read()
+        except StoreUnavailable as exc:
+            self.outage.failed(exc)
+            self._store_retry_at = time.monotonic() + self._store_backoff.next()
+            return None
+        self._store_ok()
+        return value
+
+    # --- worker events -------------------------------------------------------------------------
+    def _read_messages(self, slot: WorkerSlot, now: float) -> None:
+        if slot.worker is not None:
+            for message in slot.worker.messages():
+                self._apply(slot, slot.on_message(message, now))
+
+    def _reap(self, now: float) -> None:
         for slot in self.slots:
-            handle = slot.handle
-            if handle is not None and not handle.process.is_alive():
-                handle.process.join()
-                self.events.read_messages(handle)  # what it said just before exiting
-                slot.handle = None
-                self.events.worker_exited(slot, handle)
-        if self.api is not None and not self.api.is_alive():
-            self._api_exited()
-
-    def _api_exited(self) -> None:
-        assert self.api is not None
-        self.api.join()
-        code = self.api.exitcode
-        # An error exit soon after start is a start-up failure (import error, port in
-        # use): halt rather than respawn forever. A death by signal is restarted.
-        quick = time.monotonic() - self.api_started_at < API_START_GRACE_S
-        if quick and code is not None and code > 0:
-            logger.error("API process exited at start (exit code %s): halting", code)
+            worker = slot.worker
+            if worker is not None and not worker.process.is_alive():
+                worker.process.join()
+                self._read_messages(slot, now)  # what it said just before exiting
+                self._apply(slot, slot.on_exit(worker.process.exitcode, now))
+        api = self.api
+        if api is not None and not api.process.is_alive() and not api.restart_after_exit():
             self._exit_code = 1
             self._stopping = True
             self.api = None
-            return
-        logger.error("API process pid %s died (exit code %s): restarting it", self.api.pid, code)
-        self._start_api()
 
-    # --- timeouts, cancellation, leases ---------------------------------------------------------
-    def _enforce_deadlines(self) -> None:
-        now = time.monotonic()
+    def _check_clocks(self, now: float) -> None:
         poll_jobs = now >= self._next_cancel_poll
         if poll_jobs:
             self._next_cancel_poll = now + CANCEL_POLL_S
         for slot in self.slots:
-            handle = slot.handle
-            if handle is None:
-                continue
-            if not handle.ready and now - handle.started_at > self.config.worker_start_timeout:
-                self.events.start_timed_out(handle)
-            elif handle.job_id and handle.job_deadline and now > handle.job_deadline:
-                self.events.job_timed_out(handle)
-            elif handle.job_id and poll_jobs:
-                self.events.check_job_still_owned(handle, now)
+            self._apply(slot, slot.check_clock(now, self.config.worker_start_timeout))
+            if poll_jobs and slot.job_id is not None:
+                job_id = slot.job_id
+                found = self._try_store(lambda job_id=job_id: (self.store.get_state(job_id),))
+                if found is not None:
+                    self._apply(slot, slot.check_job(found[0], now, self.config.cancel_grace_s))
 
-    def _sweep_leases(self) -> None:
-        now = time.monotonic()
-        if self.config.role == "api" or now < self._next_lease_sweep:
+    def _sweep_leases(self, now: float) -> None:
+        """Keep the leases of this box's live workers, then recover the expired ones.
+
+        The supervisor knows its own workers are alive (their pids, their pipes), so it
+        renews their jobs' leases itself: a job that holds the GIL (and so stalls the
+        worker's own heartbeat thread) is never taken for dead. Leases expire only for
+        workers that really died, or for other boxes that stopped renewing them."""
+        if self.config.role == "api" or now < self._next_lease_sweep or self._pending:
             return
         self._next_lease_sweep = now + max(0.5, self.config.lease_s / 3)
-        recovered = self.store.recover_expired_leases()
+        lease = self.config.lease_s
+        for slot in self.slots:
+            if slot.job_id and slot.worker and slot.worker.running_freely():
+                job_id, worker_id = slot.job_id, slot.worker.worker_id
+                self._try_store(lambda j=job_id, w=worker_id: self.store.heartbeat(j, w, lease))
+        recovered = self._try_store(self.store.recover_expired_leases)
         if recovered:
             logger.warning("recovered %d job(s) with expired leases: %s", len(recovered), recovered)
-        stale_s = max(PRUNE_WORKERS_AFTER_LEASES * self.config.lease_s, PRUNE_WORKERS_FLOOR_S)
-        pruned = self.store.prune_workers(stale_s)
+        stale_s = max(PRUNE_WORKERS_AFTER_LEASES * lease, PRUNE_WORKERS_FLOOR_S)
+        pruned = self._try_store(lambda: self.store.prune_workers(stale_s))
         if pruned:
             logger.warning("removed worker rows silent for over %.0f s: %s", stale_s, pruned)
+
+    def _refill_slots(self, now: float) -> None:
+        for slot in self.slots:
+            if slot.due_to_start(now):
+                worker_id = new_worker_id(self.box_id, slot.index)
+                spec = WorkerSpec(
+                    worker_id, slot.index, slot.gpu, self.target, self.config, self.host
+                )
+                slot.started(start_worker(spec))
+
+    def _halt_if_no_worker_can_start(self) -> None:
+        """Like gunicorn's arbiter with an app that fails to load: when every slot gave
+        up on ``on_worker_start``, the service cannot serve; say why and exit."""
+        if not self.slots or not all(s.phase is Phase.GIVEN_UP for s in self.slots):
+            return
+        last = self.slots[-1]
+        logger.critical(
+            "halting: on_worker_start failed %d times in a row in every worker slot; "
+            "queued jobs stay in the store for the next start. Last error: %s\n%s",
+            last.load_failures,
+            last.load_error,
+            last.load_traceback or "",
+        )
+        self._exit_code = 1
+        self._stopping = True
 
     # --- signals and shutdown ------------------------------------------------------------------
     def _install_signal_handlers(self) -> int:
@@ -203,13 +279,6 @@ class Supervisor:
             signal.signal(signum, lambda signum, _frame: self._signals.append(signum))
         return read_fd
 
-    def _drain_wakeup(self, fd: int) -> None:
-        try:
-            while os.read(fd, 512):
-                pass
-        except BlockingIOError:
-            pass
-
     def _handle_signals(self) -> None:
         while self._signals:
             signum = self._signals.popleft()
@@ -219,33 +288,86 @@ class Supervisor:
             elif signum == signal.SIGHUP:
                 logger.info("received SIGHUP: replacing workers one by one as they go idle")
                 for slot in self.slots:
-                    if slot.handle is not None:
-                        slot.handle.recycling = True
-                        slot.handle.terminate()
+                    if slot.worker is not None:
+                        slot.recycle()
+                        slot.worker.terminate()
 
     def _shutdown(self) -> None:
-        handles = [s.handle for s in self.slots if s.handle is not None]
+        running = [s for s in self.slots if s.worker is not None]
+        busy = sum(1 for s in running if s.job_id is not None)
+        depths = self._try_store(self.store.queue_depths) if self.store else None
+        queued = "unknown (store unavailable)" if depths is None else sum(depths.values())
         logger.info(
-            "stopping: %d worker(s) finish their jobs (grace %.0f s)",
-            len(handles),
+            "stopping: %d job(s) running on %d worker(s) (grace %.0f s), %s queued",
+            busy,
+            len(running),
             self.config.shutdown_grace_s,
+            queued,
         )
-        for handle in handles:
-            handle.terminate()
-        if self.api is not None and self.api.is_alive():
-            self.api.terminate()
-        deadline = time.monotonic() + self.config.shutdown_grace_s
-        while any(h.process.is_alive() for h in handles) and time.monotonic() < deadline:
-            wait([h.process.sentinel for h in handles if h.process.is_alive()], timeout=TICK_S)
-            for handle in handles:
-                self.events.read_messages(handle)
-        for handle in handles:
-            self.events.stopped_at_shutdown(handle)
+        for slot in running:
+            slot.worker.terminate()
         if self.api is not None:
-            self.api.join(timeout=10)
-            if self.api.is_alive():
-                self.api.kill()
+            self.api.process.terminate()
+        self._wait_for_workers(running, self.config.shutdown_grace_s)
+        for slot in running:
+            if slot.worker is not None and slot.worker.process.is_alive():
+                logger.warning(
+                    "worker %s did not finish in time; killing it", slot.worker.worker_id
+                )
+                slot.worker.kill()
+                slot.worker.process.join(timeout=5)
+            self._pending.extend(d for d in slot.at_shutdown() if isinstance(d, StoreCall))
+        self._flush_pending(SHUTDOWN_STORE_S)
+        if self.api is not None:
+            self.api.stop()
         logger.info("supervisor stopped")
+
+    def _wait_for_workers(self, slots: list[WorkerSlot], grace_s: float) -> None:
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            alive = [s for s in slots if s.worker and s.worker.process.is_alive()]
+            if not alive:
+                return
+            wait([s.worker.process.sentinel for s in alive], timeout=TICK_S)
+            for slot in slots:
+                self._read_messages(slot, time.monotonic())
+
+    def _flush_pending(self, within_s: float) -> None:
+        deadline = time.monotonic() + within_s
+        while self._pending and time.monotonic() < deadline:
+            self._store_retry_at = 0.0
+            self._apply_pending()
+            if self._pending:
+                time.sleep(0.2)
+        if self._pending:
+            logger.error(
+                "job store unavailable at shutdown: %d change(s) not written; the next "
+                "start requeues this run's jobs",
+                len(self._pending),
+            )
+
+    def _stop_children_now(self) -> None:
+        """The emergency stop: SIGTERM every child, SIGKILL what is left after a moment."""
+        processes = [s.worker.process for s in self.slots if s.worker is not None]
+        if self.api is not None:
+            processes.append(self.api.process)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + KILL_WAIT_S
+        for process in processes:
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def box_id(host: str, config: Config) -> str:

@@ -1,4 +1,5 @@
-"""Child processes of the supervisor: how they are spawned and what is known of them."""
+"""Child processes of the supervisor: how they are spawned and what is known of a worker
+process (its lifecycle is :class:`~apipod.supervisor.lifecycle.WorkerSlot`'s)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,22 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+import psutil
+
 from apipod.config import Config
 from apipod.worker.messages import WorkerSpec
+from apipod.worker.process import worker_main
 
 logger = logging.getLogger(__name__)
 
+_NOT_RUNNING = frozenset(
+    {psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP, psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD}
+)
 _SPAWN = multiprocessing.get_context("spawn")
 _ENV_LOCK = threading.Lock()
 
@@ -46,20 +54,13 @@ def new_worker_id(box_id: str, index: int) -> str:
 
 
 @dataclass
-class WorkerHandle:
-    """A running worker process as the supervisor sees it."""
+class WorkerProcess:
+    """A running worker process: its spec, the process and the read end of its pipe."""
 
     spec: WorkerSpec
     process: BaseProcess
     conn: Connection
     started_at: float = field(default_factory=time.monotonic)
-    ready: bool = False
-    job_id: str | None = None
-    job_deadline: float | None = None
-    job_timeout_s: float | None = None
-    lost_since: float | None = None
-    load_error: str | None = None
-    recycling: bool = False
 
     @property
     def worker_id(self) -> str:
@@ -68,6 +69,27 @@ class WorkerHandle:
     @property
     def pid(self) -> int | None:
         return self.process.pid
+
+    def messages(self) -> list[object]:
+        """What the worker sent since the last call (nothing once its pipe is closed)."""
+        received: list[object] = []
+        try:
+            while self.conn.poll():
+                received.append(self.conn.recv())
+        except (EOFError, OSError):
+            pass  # the worker is gone; reaping handles it
+        return received
+
+    def running_freely(self) -> bool:
+        """Alive and not stopped (SIGSTOP, a debugger): a worker that holds the GIL
+        runs; one that is frozen is left to its lease, like a dead one."""
+        if not self.process.is_alive() or self.pid is None:
+            return False
+        try:
+            status = psutil.Process(self.pid).status()
+        except psutil.Error:
+            return False
+        return status not in _NOT_RUNNING
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -78,19 +100,16 @@ class WorkerHandle:
             self.process.terminate()
 
 
-@dataclass
-class Slot:
-    """One of ``max_workers`` places, each pinned to a GPU, refilled when its worker
-    exits. ``load_failures`` counts failed starts in a row (reset once ready)."""
-
-    index: int
-    gpu: str | None
-    handle: WorkerHandle | None = None
-    load_failures: int = 0
-    crashes: int = 0
-    next_start_at: float = 0.0
-    given_up: bool = False
-    failed_worker_id: str | None = None
+def start_worker(spec: WorkerSpec) -> WorkerProcess:
+    parent_end, child_end = Pipe(duplex=False)
+    process = spawn(
+        worker_main, (spec, child_end), worker_env(spec.gpu, spec.config), spec.worker_id
+    )
+    child_end.close()
+    logger.info(
+        "worker %s: pid %s on GPU %s", spec.worker_id, process.pid, spec.gpu or "none (CPU)"
+    )
+    return WorkerProcess(spec=spec, process=process, conn=parent_end)
 
 
 def worker_env(gpu: str | None, config: Config) -> dict[str, str]:

@@ -6,6 +6,8 @@ import logging
 import shutil
 import subprocess
 
+from apipod.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 NO_GPUS = ""  # CUDA_VISIBLE_DEVICES="" hides every GPU from a worker
@@ -26,6 +28,24 @@ def resolve_gpus(setting: str) -> list[str]:
         return []
     logger.info("found GPUs %s", ", ".join(found))
     return found
+
+
+def check_gpus_exist(gpus: list[str]) -> None:
+    """Raise :class:`ConfigError` when a GPU asked for by index is not on this box (NVML
+    or ``nvidia-smi`` tell which exist; with neither, no GPU does)."""
+    if not gpus:
+        return
+    found = _from_nvml()
+    if found is None:
+        found = _from_nvidia_smi()
+    missing = [gpu for gpu in gpus if gpu not in (found or [])]
+    if not missing:
+        return
+    have = f"this box has GPU(s) {', '.join(found)}" if found else "this box has no NVIDIA GPU"
+    raise ConfigError(
+        f"gpus {','.join(gpus)}: GPU {', '.join(missing)} does not exist ({have}); "
+        "use --gpus auto, --gpus none (CPU) or existing indices"
+    )
 
 
 def gpu_for_worker(gpus: list[str], index: int) -> str | None:

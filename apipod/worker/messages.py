@@ -47,9 +47,11 @@ class Idle:
 
 @dataclass(frozen=True)
 class LoadFailed:
-    """``on_worker_start`` (or importing the service) raised; the worker exits next."""
+    """``on_worker_start`` (or importing the service) raised; the worker exits next.
+    ``error`` is one line; ``traceback`` the whole story, for the supervisor's log."""
 
     error: str
+    traceback: str = ""
 
 
 @dataclass(frozen=True)

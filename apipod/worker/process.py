@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING
 import psutil
 
 from apipod.child import enter_child
+from apipod.errors import StoreUnavailable
 from apipod.store import open_store
 from apipod.store.base import JobStore, WorkerInfo, WorkerState
+from apipod.store.retry import Outage, RetryingStore, call_with_retry
 from apipod.worker.messages import (
     EXIT_LOAD_FAILED,
     EXIT_OK,
@@ -53,13 +55,18 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     gpu = f"gpu {spec.gpu}" if spec.gpu is not None else "cpu"
     enter_child(f"worker {spec.index} ({gpu})", spec.config.log_level)
-    store = open_store(spec.config.resolved_database_url, spec.config.data_dir)
-    worker = Worker(spec, store, conn, stop)
+    outage = Outage(f"worker {spec.worker_id}")
+    config = spec.config
+    opened = call_with_retry(
+        lambda: open_store(config.resolved_database_url, config.data_dir), outage, stop.is_set
+    )
+    store = RetryingStore(opened, outage, give_up=stop.is_set)
+    worker = Worker(spec, store, conn, stop)  # type: ignore[arg-type]
     try:
         code = worker.run()
     finally:
         worker.row.stop()
-        store.close()
+        opened.close()
     sys.exit(code)
 
 
@@ -124,7 +131,9 @@ class Worker:
         self.store = store
         self.conn = conn
         self.stop = stop
-        self.row = WorkerRow(spec, store)
+        # The row's writes are best effort (refreshed every few seconds): they use the
+        # store without retries, so a shutdown never waits on an unavailable store.
+        self.row = WorkerRow(spec, getattr(store, "inner", store))
         self.jobs_done = 0
 
     def run(self) -> int:
@@ -152,25 +161,24 @@ class Worker:
             _run_hooks(app)
             return app
         except BaseException as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            logger.error(
-                "worker %s failed to load: %s\n%s",
-                self.spec.worker_id,
-                error,
-                "".join(traceback.format_exception(exc)),
-            )
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            trace = "".join(traceback.format_exception(exc))
+            logger.error("worker %s failed to load: %s\n%s", self.spec.worker_id, error, trace)
             self.row.update(state=WorkerState.FAILED, error=error)
-            self.conn.send(LoadFailed(error))
+            self.conn.send(LoadFailed(error, trace))
             return None
 
     def _loop(self, app: APIPod) -> int:
         runner = JobRunner(app, self.store, self.spec.worker_id, self.spec.config.lease_s)
         endpoints = app.queued_routes()
         while not self.stop.is_set():
-            job = self.store.claim(self.spec.worker_id, self.spec.config.lease_s, endpoints)
-            if job is None:
-                self.store.wait_for_work(IDLE_POLL_S)
-                continue
+            try:
+                job = self.store.claim(self.spec.worker_id, self.spec.config.lease_s, endpoints)
+                if job is None:
+                    self.store.wait_for_work(IDLE_POLL_S)
+                    continue
+            except StoreUnavailable:
+                break  # told to stop while the store was unavailable
             logger.info(
                 "worker %s runs job %s (%s, attempt %d)",
                 self.spec.worker_id,

@@ -12,7 +12,7 @@ import threading
 import time
 
 from apipod.errors import JobCancelled
-from apipod.store.base import JobStore
+from apipod.store.base import JobStatus, JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +83,15 @@ class JobWatch:
                 self._mark_lost("progress refused")
 
     def _check_still_ours(self) -> None:
+        if self._closed:
+            return
         job = self._store.get_state(self._job_id)
-        if job is None or job.is_terminal or job.worker != self._worker_id:
+        if job is None or job.worker != self._worker_id or job.status is JobStatus.CANCELLED:
             self._mark_lost(f"status is {job.status if job else 'gone'}")
+        elif job.is_terminal or job.status is JobStatus.QUEUED:
+            # Ended by this worker a moment ago (the result is being written), or settled
+            # by the supervisor (time-out): not worth a line at INFO.
+            self._mark_lost(f"status is {job.status}", level=logging.DEBUG)
 
     def _heartbeat(self) -> None:
         with self._write_lock:
@@ -94,10 +100,13 @@ class JobWatch:
             if not self._store.heartbeat(self._job_id, self._worker_id, self._lease_s):
                 self._mark_lost("lease lost")
 
-    def _mark_lost(self, why: str) -> None:
+    def _mark_lost(self, why: str, level: int = logging.INFO) -> None:
         if not self.lost.is_set():
-            logger.info(
-                "job %s is no longer ours (%s); it stops at its next report", self._job_id, why
+            logger.log(
+                level,
+                "job %s is no longer ours (%s); it stops at its next report",
+                self._job_id,
+                why,
             )
             self.lost.set()
 

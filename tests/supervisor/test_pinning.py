@@ -78,10 +78,11 @@ def test_workers_are_spawned_not_forked(two_gpus: ServiceProcess, client: httpx.
     children = {child.pid for child in supervisor.children()}
     for worker in body["workers"]:
         assert worker["pid"] in children, "workers are children of the supervisor"
-        cmdline = " ".join(psutil.Process(worker["pid"]).cmdline())
-        # a forked child would carry the supervisor's own command line ("apipod.cli start")
-        assert "spawn_main" in cmdline, cmdline
-        assert "apipod.cli" not in cmdline, cmdline
+        # A spawned child is a fresh exec whose environment had its GPU pinned from the
+        # start; a forked one would show the supervisor's exec-time environment.
+        exec_env = psutil.Process(worker["pid"]).environ()
+        assert exec_env.get("CUDA_VISIBLE_DEVICES") == worker["gpu"], exec_env
+        assert "CUDA_VISIBLE_DEVICES" not in supervisor.environ()
 
 
 def test_on_worker_start_ran_once_per_worker_before_its_jobs(
