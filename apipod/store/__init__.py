@@ -28,7 +28,9 @@ __all__ = [
 ]
 
 
-def open_store(database_url: str, data_dir: str | Path) -> JobStore:
+def open_store(
+    database_url: str, data_dir: str | Path, *, busy_timeout_s: float | None = None
+) -> JobStore:
     """The store for ``database_url``; media files and wake-up pipes go to ``data_dir``.
 
     ``sqlite:////abs/path.db`` (SQLAlchemy's form: three slashes, then the absolute path;
@@ -37,7 +39,8 @@ def open_store(database_url: str, data_dir: str | Path) -> JobStore:
     ``postgresql+psycopg://``; the driver is psycopg 3, query parameters such as
     ``?sslmode=require`` go to libpq). Other schemes raise
     :class:`~apipod.errors.ConfigError`. The schema is not migrated here: call
-    ``store.migrate()``.
+    ``store.migrate()``. ``busy_timeout_s`` (SQLite) is how long a write waits for
+    another process's lock before it raises ``StoreUnavailable`` (default 5 s).
     """
     try:
         url = make_url(database_url)
@@ -45,7 +48,7 @@ def open_store(database_url: str, data_dir: str | Path) -> JobStore:
         raise ConfigError(f"database_url {database_url!r} is not a database URL") from exc
     backend = url.get_backend_name()
     if backend == "sqlite":
-        return _open_sqlite(database_url, url.database, data_dir)
+        return _open_sqlite(database_url, url.database, data_dir, busy_timeout_s)
     if backend in ("postgresql", "postgres"):
         return _open_postgres(url, data_dir)
     raise ConfigError(
@@ -54,7 +57,9 @@ def open_store(database_url: str, data_dir: str | Path) -> JobStore:
     )
 
 
-def _open_sqlite(database_url: str, database: str | None, data_dir: str | Path) -> JobStore:
+def _open_sqlite(
+    database_url: str, database: str | None, data_dir: str | Path, busy_timeout_s: float | None
+) -> JobStore:
     if not database or database == ":memory:" or database.startswith("file:"):
         raise ConfigError(
             f"database_url {database_url!r} must name a SQLite file (sqlite:////abs/path.db):"
@@ -62,7 +67,9 @@ def _open_sqlite(database_url: str, database: str | None, data_dir: str | Path) 
         )
     from apipod.store.sqlite import SqliteStore
 
-    return SqliteStore(Path(database), data_dir)
+    if busy_timeout_s is None:
+        return SqliteStore(Path(database), data_dir)
+    return SqliteStore(Path(database), data_dir, busy_timeout_s=busy_timeout_s)
 
 
 def _open_postgres(url: URL, data_dir: str | Path) -> JobStore:

@@ -51,6 +51,9 @@ PRUNE_WORKERS_AFTER_LEASES = 10
 PRUNE_WORKERS_FLOOR_S = 30.0
 SHUTDOWN_STORE_S = 10.0
 KILL_WAIT_S = 2.0
+# The loop must stay responsive (timeouts, cancels, reaping) while another process holds
+# the SQLite write lock: a write gives up after this long and is retried later.
+STORE_BUSY_TIMEOUT_S = 0.5
 
 
 class Supervisor:
@@ -104,7 +107,11 @@ class Supervisor:
         return self._exit_code
 
     def _start(self) -> None:
-        self.store = open_store(self.config.resolved_database_url, self.config.data_dir)
+        self.store = open_store(
+            self.config.resolved_database_url,
+            self.config.data_dir,
+            busy_timeout_s=STORE_BUSY_TIMEOUT_S,
+        )
         applied = self.store.migrate()
         if applied:
             logger.info("applied migrations %s", ", ".join(applied))

@@ -80,6 +80,7 @@ class WorkerRow:
     def __init__(self, spec: WorkerSpec, store: JobStore) -> None:
         self._store = store
         self._process = psutil.Process()
+        self._outage = Outage(f"worker {spec.worker_id} row")
         self._stopped = threading.Event()
         self._changed = threading.Event()
         self.info = WorkerInfo(
@@ -112,8 +113,13 @@ class WorkerRow:
         self.info = replace(self.info, rss_bytes=self.rss_bytes())
         try:
             self._store.upsert_worker(self.info)
-        except Exception:
+        except StoreUnavailable as exc:
+            self._outage.failed(exc)  # one line per outage; the next refresh retries
+            return
+        except Exception:  # a row refused for good must not end the refresh thread
             logger.warning("worker %s: could not update its row", self.info.id, exc_info=True)
+            return
+        self._outage.succeeded()
 
     def _refresh(self) -> None:
         while not self._stopped.is_set():
