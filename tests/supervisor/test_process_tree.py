@@ -95,9 +95,11 @@ def test_a_second_start_on_the_same_data_dir_is_refused_and_the_first_keeps_its_
 def test_the_lock_dies_with_its_holder(tmp_path: Path) -> None:
     with running_service(tmp_path, "queue_faults.py", max_workers=1, gpus="none") as first:
         first.kill_tree()
-    with running_service(tmp_path, "queue_faults.py", max_workers=1, gpus="none") as again:
-        with client_for(again) as client:
-            assert wait_terminal(client, submit(client, "/work", {"n": 1}))["status"] == "finished"
+    with (
+        running_service(tmp_path, "queue_faults.py", max_workers=1, gpus="none") as again,
+        client_for(again) as client,
+    ):
+        assert wait_terminal(client, submit(client, "/work", {"n": 1}))["status"] == "finished"
 
 
 @pytest.mark.slow
