@@ -13,7 +13,9 @@ from starlette.responses import JSONResponse
 
 from apipod import __version__
 from apipod.app.auth import has_valid_key
+from apipod.app.http_errors import RETRY_AFTER_S
 from apipod.app.jobresult import iso
+from apipod.errors import StoreUnavailable
 from apipod.store.base import WorkerInfo, WorkerState
 
 if TYPE_CHECKING:
@@ -41,21 +43,40 @@ def install_health(app: APIPod) -> None:
 
 async def _queue_health(app: APIPod) -> JSONResponse:
     store = app.queue.store
-    workers, depths = await run_in_threadpool(lambda: (store.list_workers(), store.queue_depths()))
+    try:
+        workers, depths = await run_in_threadpool(
+            lambda: (store.list_workers(), store.queue_depths())
+        )
+    except StoreUnavailable as exc:
+        return _store_unavailable(app, exc)
     stale_after = 3 * app.config.lease_s
     rendered = [worker_view(w, stale_after) for w in workers]
     serving = [w for w in rendered if w["state"] in SERVING_STATES and not w["stale"]]
+    # A worker slot retrying on_worker_start (its failed row is fresh) makes the service
+    # unavailable until it loads: the operator must see it, even if others serve.
+    retrying = [w for w in rendered if w["state"] == WorkerState.FAILED and not w["stale"]]
+    healthy = bool(serving) and not retrying
     body: dict[str, Any] = {
-        "status": "ok" if serving else "unavailable",
+        "status": "ok" if healthy else "unavailable",
         "compute": app.config.compute,
         "version": __version__,
         "api": {"pid": os.getpid(), "rss_bytes": _PROCESS.memory_info().rss},
         "workers": rendered,
         "queue": depths,
     }
-    if not serving:
-        body["reason"] = _why_unavailable(rendered)
-    return JSONResponse(body, status_code=200 if serving else 503)
+    if not healthy:
+        body["reason"] = _why_unavailable(retrying or rendered)
+    return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+def _store_unavailable(app: APIPod, exc: StoreUnavailable) -> JSONResponse:
+    body = {
+        "status": "unavailable",
+        "compute": app.config.compute,
+        "version": __version__,
+        "reason": f"job store unavailable: {exc}",
+    }
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def worker_view(info: WorkerInfo, stale_after: float) -> dict[str, Any]:

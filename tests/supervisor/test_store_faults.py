@@ -5,6 +5,7 @@ Jobs accepted before and during the fault all finish after it; no process dies."
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -183,3 +184,29 @@ def test_dropped_postgresql_connections_are_reopened(tmp_path: Path) -> None:
         terminate_backends(url)
         assert_all_finish(client, job_ids)
         assert_survived(service, client, pids)
+
+
+@pytest.mark.slow
+def test_a_store_file_deleted_under_the_service_is_noticed_and_never_recreated(
+    tmp_path: Path,
+) -> None:
+    with running_service(tmp_path, "queue_faults.py", max_workers=1, gpus="none") as service:
+        database = Path(service.env["APIPOD_DATA_DIR"]) / "apipod.db"
+        backup = database.with_name("kept.db")
+        with client_for(service) as client:
+            pids = worker_pids(client, 1)
+            first = submit_patiently(client, {"n": 0})[0]
+            wait_terminal(client, first)
+            os.link(database, backup)  # the same file under a second name, to bring it back
+            database.unlink()
+            time.sleep(1.5)
+            response = client.get("/health")
+            assert response.status_code == 503, response.text
+            assert "was deleted while the service ran" in response.json()["reason"]
+            assert client.post("/work", json={"n": 1}).status_code == 503
+            assert not database.exists(), "no empty store appeared in its place"
+            os.link(backup, database)  # restored: the same file again
+            second = submit_patiently(client, {"n": 1})[0]
+            assert_all_finish(client, [first, second])
+            assert_survived(service, client, pids)
+        assert count_in_log(service, "CRITICAL") >= 1

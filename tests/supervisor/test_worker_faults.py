@@ -21,6 +21,7 @@ from tests.supervisor.support import (
     run_job,
     submit,
     wait_terminal,
+    wait_until,
 )
 
 
@@ -125,3 +126,24 @@ def test_ps_shows_each_process_role(tmp_path: Path) -> None:
     titles = {line.strip() for line in ps.stdout.splitlines() if line.startswith("apipod")}
     assert titles == {"apipod: api", "apipod: worker 0 (cpu)"}, ps.stdout
     assert own.stdout.strip() == "apipod: supervisor"
+
+
+@pytest.mark.slow
+def test_health_is_503_while_a_worker_slot_retries_its_start(tmp_path: Path) -> None:
+    with running_service(
+        tmp_path, "queue_gpu1_fails.py", wait_healthy=False, max_workers=2, gpus="0,1"
+    ) as service:
+
+        def degraded() -> dict | None:
+            response = httpx.get(service.url + "/health", timeout=5)
+            body = response.json()
+            ready = [w for w in body.get("workers", []) if w["state"] == "ready"]
+            return body if response.status_code == 503 and ready else None
+
+        service.wait_until("/health", timeout=60)
+        body = wait_until(degraded, 60, "503 with one worker ready and one retrying")
+        assert body["status"] == "unavailable"
+        assert "uncorrectable ECC error on GPU 1" in body["reason"], body
+        # the healthy worker still serves jobs meanwhile
+        with client_for(service) as client:
+            assert run_job(client, "/work")["result"] == {"gpu": "0"}
