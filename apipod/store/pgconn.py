@@ -15,7 +15,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -26,6 +27,7 @@ from apipod.errors import StoreRejected, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 _CHECK_AFTER_IDLE_S = 10.0
 _RECONNECT_MAX_S = 10.0
 
@@ -71,6 +73,10 @@ def _reusable(conn: psycopg.Connection) -> bool:
     )
 
 
+class _DroppedWhileIdle(Exception):
+    """A pooled connection turned out to be closed by the server (see ``run``)."""
+
+
 class ConnectionPool:
     """At most ``max_size`` connections, each used by one thread at a time."""
 
@@ -106,8 +112,53 @@ class ConnectionPool:
                 self._give(conn)
             self._slots.release()
 
+    def run(self, work: Callable[[psycopg.Connection], T]) -> T:
+        """``work(conn)`` as one call, driver errors as StoreUnavailable.
+
+        A connection the server dropped while it sat in the pool (a restart, a failover,
+        ``pg_terminate_backend``) fails before the statement runs; then the idle ones,
+        dropped too most likely, are discarded and the call runs once more on a new one.
+        """
+        try:
+            return self._run_once(work, reuse=True)
+        except _DroppedWhileIdle as dropped:
+            log.warning("job store %s: %s; reconnecting", self._where, dropped.__cause__)
+            self._discard_idle()
+            return self._run_once(work, reuse=False)
+
+    def _run_once(self, work: Callable[[psycopg.Connection], T], reuse: bool) -> T:
+        if not self._slots.acquire(timeout=30.0):
+            raise StoreUnavailable(f"job store {self._where}: no free connection within 30 s")
+        conn: psycopg.Connection | None = None
+        try:
+            conn, reused = self._take_marked(reuse)
+            try:
+                return work(conn)
+            except psycopg.OperationalError as exc:
+                if reused and conn.broken:
+                    raise _DroppedWhileIdle() from exc
+                raise
+        except pg_errors.DataError as exc:
+            raise StoreRejected(f"job store {self._where}: {exc}") from exc
+        except psycopg.Error as exc:
+            raise unavailable(exc, self._where) from exc
+        finally:
+            if conn is not None:
+                self._give(conn)
+            self._slots.release()
+
+    def _discard_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            conn.close()
+
     def _take(self) -> psycopg.Connection:
-        while True:
+        return self._take_marked(reuse=True)[0]
+
+    def _take_marked(self, reuse: bool) -> tuple[psycopg.Connection, bool]:
+        """A connection, and whether it came from the pool (rather than new)."""
+        while reuse:
             with self._lock:
                 if self._closed:
                     raise StoreUnavailable("the job store is closed")
@@ -115,8 +166,10 @@ class ConnectionPool:
                     break
                 conn, since = self._idle.pop()
             if time.monotonic() - since < _CHECK_AFTER_IDLE_S or self._alive(conn):
-                return conn
-        return connect(self._conninfo, self._timeout_s)
+                return conn, True
+        if self._closed:
+            raise StoreUnavailable("the job store is closed")
+        return connect(self._conninfo, self._timeout_s), False
 
     @staticmethod
     def _alive(conn: psycopg.Connection) -> bool:

@@ -38,6 +38,7 @@ from psycopg import sql as pgsql
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from apipod.errors import StoreUnavailable
 from apipod.store.pgconn import ConnectionPool, NotifyChannel
 from apipod.store.pgfiles import BlobFiles
 from apipod.store.sql import TERMINAL_SQL, ts_in
@@ -152,28 +153,30 @@ class PostgresStore(SqlJobStore):
 
     # --- primitives ------------------------------------------------------------------------
     def _read(self, sql: str, params: Params = ()) -> list[Row]:
-        with self._pool.connection() as conn:
-            return conn.execute(sql, params).fetchall()
+        return self._pool.run(lambda conn: conn.execute(sql, params).fetchall())
 
     def _write(self, sql: str, params: Params = ()) -> int:
-        with self._pool.connection() as conn:
-            return conn.execute(sql, params).rowcount
+        return self._pool.run(lambda conn: conn.execute(sql, params).rowcount)
 
     def _write_rows(self, sql: str, params: Params = ()) -> list[Row]:
-        with self._pool.connection() as conn:
-            return conn.execute(sql, params).fetchall()
+        return self._pool.run(lambda conn: conn.execute(sql, params).fetchall())
 
     def _insert_job(self, endpoint: str, queue_size: int, params: Params) -> int | None:
         values = dict(zip(_INSERT_PARAMS, params, strict=True))
         values.update(lock_class=QUEUE_LOCK_CLASS, queue_size=queue_size)
         query = _ENQUEUE.format(**{name: pgsql.Literal(v) for name, v in values.items()})
-        with self._pool.connection() as conn:
-            try:
-                cursor = conn.execute(query)
-            except pg_errors.UniqueViolation as exc:
-                raise ValueError(f"a job with id {params[0]!r} already exists") from exc
+
+        def insert(conn: psycopg.Connection) -> Row | None:
+            cursor = conn.execute(query)
             cursor.nextset()  # past the lock's result: the INSERT's
-            row = cursor.fetchone()
+            return cursor.fetchone()
+
+        try:
+            row = self._pool.run(insert)
+        except StoreUnavailable as exc:
+            if isinstance(exc.__cause__, pg_errors.UniqueViolation):
+                raise ValueError(f"a job with id {params[0]!r} already exists") from exc
+            raise
         return None if row is None else row[0]
 
     def _chunks_written(self, job_id: str) -> None:
