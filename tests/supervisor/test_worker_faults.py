@@ -100,6 +100,7 @@ def test_poison_fails_alone_on_its_first_attempt_and_the_worker_survives(tmp_pat
     assert "died with exit code" not in log
 
 
+@pytest.mark.slow
 def test_status_polls_are_not_logged_at_info(tmp_path: Path) -> None:
     with running_service(tmp_path, "queue_faults.py", max_workers=1, gpus="none") as service:
         with client_for(service) as client:
@@ -113,6 +114,7 @@ def test_status_polls_are_not_logged_at_info(tmp_path: Path) -> None:
     assert "no longer ours" not in log, log
 
 
+@pytest.mark.slow
 def test_ps_shows_each_process_role(tmp_path: Path) -> None:
     with running_service(tmp_path, "queue_faults.py", max_workers=1, gpus="none") as service:
         ps = subprocess.run(
