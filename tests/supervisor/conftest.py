@@ -12,7 +12,7 @@ import pytest
 FAKE_GPUS = Path(__file__).parent / "fake_gpus"
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def four_fake_gpus() -> Iterator[None]:
     before = os.environ.get("PATH", "")
     os.environ["PATH"] = f"{FAKE_GPUS}{os.pathsep}{before}"
