@@ -114,7 +114,7 @@ def test_layers_import_only_downwards() -> None:
     # The supervisor loads apps through the loader; it may use the front end's helpers
     # (server options, webhook payloads), never the other way round.
     assert "apipod.app.pod" not in app_modules_imported_by("supervisor")
-    assert not graph["store"] & {"app", "worker", "supervisor", "cli", "media"}
+    assert not graph["store"] & {"app", "worker", "supervisor", "cli"}
     assert not graph["config"] & {"app", "worker", "supervisor", "cli", "store"}
     importers_of_cli = {source for source, targets in graph.items() if "cli" in targets}
     assert importers_of_cli <= {ENTRY_EDGE[0], "__main__"}, importers_of_cli
