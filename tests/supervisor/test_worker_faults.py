@@ -47,8 +47,13 @@ def test_a_model_that_never_loads_stops_the_service_and_keeps_the_queue(tmp_path
     with running_service(
         tmp_path, "queue_load_fails.py", wait_healthy=False, max_workers=2, gpus="none"
     ) as service:
-        response = service.wait_until("/health", status=503, timeout=60)
-        assert "model weights not found" in response.json()["reason"]
+
+        def failing() -> bool:
+            response = httpx.get(service.url + "/health", timeout=5)
+            return response.status_code == 503 and "model weights" in response.json()["reason"]
+
+        service.wait_until("/health", timeout=60)
+        wait_until(failing, 60, "/health 503 naming the load error")
         job_id = httpx.post(service.url + "/never", json={}, timeout=10).json()["job_id"]
         code = service.process.wait(timeout=120)
         log = full_log(service)
