@@ -9,6 +9,10 @@ Rules every backend keeps:
 - FIFO: ``claim`` hands out the queued job with the lowest ``seq`` (a strictly increasing
   sequence assigned at enqueue). Claiming is one atomic statement; a job is claimed by at
   most one worker at a time.
+- Batches: ``claim_batch`` takes several queued jobs of one endpoint in one statement,
+  FIFO within the endpoint; the batch starts at the oldest queued job of the endpoints
+  asked for, so batching never reorders endpoints. Every job of a batch keeps its own
+  status, attempts, lease, result and error; the verbs below act on one job each.
 - Leases: a claim gives the worker a lease until ``lease_expires_at``. ``heartbeat``
   extends it. ``recover_expired_leases`` requeues jobs whose lease ran out (the attempt
   stays counted) or fails them once ``attempts`` reached ``max_attempts``.
@@ -34,7 +38,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO
@@ -97,6 +101,8 @@ class Job:
     traceback: str | None = None
     #: Why the stored row could not be decoded (then ``inputs`` is empty); None when fine.
     unreadable: str | None = None
+    #: The batch the job was last claimed in (batched endpoints only; see ``claim_batch``).
+    batch_id: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -127,6 +133,8 @@ class WorkerInfo:
     error: str | None = None
     started_at: datetime | None = None
     heartbeat_at: datetime | None = None
+    #: The batch the worker runs (with ``current_job``, its first job); None when idle.
+    current_batch: str | None = None
 
 
 class JobStore(abc.ABC):
@@ -196,6 +204,23 @@ class JobStore(abc.ABC):
         """Atomically take the oldest queued job (of ``endpoints``, when given): status
         processing, attempts + 1, worker and lease set. None when the queue is empty.
         A claimed row that cannot be decoded is failed at once and the next one taken."""
+
+    @abc.abstractmethod
+    def claim_batch(
+        self,
+        worker_id: str,
+        lease_s: float,
+        batch_sizes: Mapping[str, int],
+        *,
+        batch_id: str | None = None,
+    ) -> list[Job]:
+        """Atomically take the oldest queued job of the endpoints in ``batch_sizes`` and,
+        in the same statement, up to ``batch_sizes[endpoint] - 1`` more queued jobs of
+        its endpoint, oldest first; each as ``claim`` takes one (own attempts, lease).
+        Returned in queue order; empty when nothing is queued. Jobs of an endpoint whose
+        size is above 1 get one new batch id (``Job.batch_id``); with ``batch_id`` given,
+        the call tops up that batch and every job it takes gets that id. Unreadable rows
+        are failed as in ``claim`` and left out."""
 
     @abc.abstractmethod
     def heartbeat(self, job_id: str, worker_id: str, lease_s: float) -> bool:

@@ -109,7 +109,7 @@ class RetryingStore:
         store: JobStore,
         outage: Outage,
         give_up: Callable[[], bool] = lambda: False,
-        give_up_calls: frozenset[str] = frozenset({"claim", "wait_for_work"}),
+        give_up_calls: frozenset[str] = frozenset({"claim", "claim_batch", "wait_for_work"}),
     ) -> None:
         self._store = store
         self._outage = outage

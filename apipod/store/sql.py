@@ -47,6 +47,7 @@ JOB_COLUMNS = (
     "started_at",
     "finished_at",
     "traceback",
+    "batch_id",
 )
 WORKER_COLUMNS = (
     "id",
@@ -60,6 +61,7 @@ WORKER_COLUMNS = (
     "error",
     "started_at",
     "heartbeat_at",
+    "current_batch",
 )
 TERMINAL_SQL = "('finished', 'failed', 'timeout', 'cancelled')"
 
@@ -164,6 +166,7 @@ def _decode_job(row: Sequence[Any]) -> Job:
         finished_at=parse_ts(row[17]),
         lease_expires_at=parse_ts(lease),
         traceback=row[18],
+        batch_id=row[19],
     )
 
 
@@ -203,6 +206,7 @@ def worker_params(info: WorkerInfo, now: str) -> tuple[Any, ...]:
         storable_text(info.error),
         started,
         now,
+        info.current_batch,
     )
 
 
@@ -249,7 +253,8 @@ def claim_sql(endpoint_count: int, lock_suffix: str = "") -> str:
         where += f" AND endpoint IN ({placeholders(endpoint_count)})"
     return (
         "UPDATE jobs SET status = 'processing', attempts = attempts + 1, worker = ?,"
-        " started_at = ?, lease_expires_at = ?, progress = NULL, message = NULL"
+        " started_at = ?, lease_expires_at = ?, progress = NULL, message = NULL,"
+        " batch_id = NULL"
         f" WHERE seq = (SELECT seq FROM jobs WHERE {where} ORDER BY seq LIMIT 1{lock_suffix})"
         f" AND status = 'queued' RETURNING {_JOB_COLS}"
     )
@@ -269,6 +274,35 @@ def append_chunk_sql(lock_suffix: str = "", returning: bool = False) -> str:
         "INSERT INTO chunks (job_id, seq, attempt, data) SELECT id,"
         " (SELECT COALESCE(MAX(seq), 0) + 1 FROM chunks WHERE job_id = ?), attempts, ?"
         f" FROM jobs WHERE {_OWNED}{lock_suffix}" + (" RETURNING seq" if returning else "")
+    )
+
+
+def claim_batch_sql(endpoint_count: int, sized_count: int, tagged_count: int, lock: str) -> str:
+    """Take the oldest queued job of ``endpoint_count`` endpoints and, in the same
+    statement, the next queued jobs of its endpoint up to that endpoint's batch size
+    (FIFO). Parameters: the endpoints; ``sized_count`` (endpoint, size) pairs (an
+    endpoint not listed takes one job); worker, started_at, lease_expires_at; the
+    ``tagged_count`` endpoints whose jobs get the batch id, then the batch id.
+    ``lock`` (e.g. ``FOR UPDATE SKIP LOCKED``) goes into both subqueries, so concurrent
+    claimers skip each other's rows instead of waiting for them."""
+    arms = " ".join(["WHEN ? THEN ?"] * sized_count)
+    # No head (nothing queued): the size is NULL, which SQLite refuses as a LIMIT.
+    size = (
+        f"coalesce((SELECT CASE endpoint {arms} ELSE 1 END FROM head), 0)" if sized_count else "1"
+    )
+    tagged = f"endpoint IN ({placeholders(tagged_count)})" if tagged_count else "1 = 0"
+    # ``picked`` is a CTE, run once: as an IN-subquery PostgreSQL may rescan it per
+    # candidate row, and each rescan skips the rows the statement itself just locked.
+    return (
+        "WITH head AS (SELECT endpoint FROM jobs WHERE status = 'queued'"
+        f" AND endpoint IN ({placeholders(endpoint_count)}) ORDER BY seq LIMIT 1{lock}),"
+        " picked AS (SELECT seq FROM jobs WHERE status = 'queued'"
+        f" AND endpoint = (SELECT endpoint FROM head) ORDER BY seq LIMIT {size}{lock})"
+        " UPDATE jobs SET status = 'processing', attempts = attempts + 1, worker = ?,"
+        " started_at = ?, lease_expires_at = ?, progress = NULL, message = NULL,"
+        f" batch_id = CASE WHEN {tagged} THEN ? ELSE NULL END"
+        " WHERE seq IN (SELECT seq FROM picked)"
+        f" AND status = 'queued' RETURNING {_JOB_COLS}"
     )
 
 

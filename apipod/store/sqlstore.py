@@ -17,7 +17,7 @@ import abc
 import logging
 import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar
 
@@ -29,6 +29,7 @@ from apipod.store.sql import (
     append_chunk_sql,
     build_statements,
     chunk_guard_sql,
+    claim_batch_sql,
     claim_sql,
     dump_json,
     format_ts,
@@ -264,6 +265,39 @@ class SqlJobStore(OperationsMixin, WebhookOutboxMixin, JobStore):
                 return job
             # A poison row fails alone, on its first attempt; the claim goes on.
             self.fail(job.id, worker_id, f"{UNREADABLE_ERROR}: {job.unreadable}")
+
+    def claim_batch(
+        self,
+        worker_id: str,
+        lease_s: float,
+        batch_sizes: Mapping[str, int],
+        *,
+        batch_id: str | None = None,
+    ) -> list[Job]:
+        """See :meth:`JobStore.claim_batch`. An empty ``batch_sizes`` matches nothing."""
+        names = tuple(batch_sizes)
+        if not names:
+            return []
+        sized = [(name, int(size)) for name, size in batch_sizes.items() if size != 1]
+        if any(size < 1 for _, size in sized):
+            raise ValueError(f"batch sizes must be at least 1: {dict(batch_sizes)}")
+        tagged = names if batch_id is not None else tuple(name for name, _ in sized)
+        key = ("claim_batch", len(names), len(sized), len(tagged))
+        lock = self.claim_lock_suffix
+        sql = self._cached_sql(key, lambda: claim_batch_sql(*key[1:], lock))
+        sizes = tuple(value for pair in sized for value in pair)
+        tag = batch_id or uuid.uuid4().hex
+        while True:
+            now = utcnow()
+            params = (*names, *sizes, worker_id, format_ts(now), ts_in(lease_s, now), *tagged, tag)
+            # RETURNING gives no order (PostgreSQL): the batch is sorted into queue order.
+            jobs = sorted((row_to_job(row) for row in self._write_rows(sql, params)), key=_seq)
+            readable = [job for job in jobs if job.unreadable is None]
+            for job in jobs:
+                if job.unreadable is not None:  # a poison row fails alone; the rest run
+                    self.fail(job.id, worker_id, f"{UNREADABLE_ERROR}: {job.unreadable}")
+            if readable or not jobs:
+                return readable
 
     def heartbeat(self, job_id: str, worker_id: str, lease_s: float) -> bool:
         return self._write(self._sql.heartbeat, (ts_in(lease_s), job_id, worker_id)) == 1
@@ -503,3 +537,7 @@ def _delete_sql(table: str, column: str, count: int) -> str:
 
 def _job_ids(data: bytes) -> list[str]:
     return [line for line in data.decode("ascii", "replace").split("\n") if line]
+
+
+def _seq(job: Job) -> int:
+    return job.seq

@@ -470,3 +470,69 @@ def test_sweep_orphan_files_deletes_only_old_files_without_a_row(store: JobStore
     with pytest.raises(FileNotFoundError):
         store.read_file(orphan)
     assert store.sweep_orphan_files(older_than_s=0.0) == 1  # now the young one too
+
+
+# --- batches -----------------------------------------------------------------------------------
+def test_claim_batch_takes_the_oldest_jobs_of_one_endpoint_in_queue_order(
+    store: JobStore,
+) -> None:
+    ids = [submit(store, "/b" if i % 3 else "/a", inputs={"i": i}).id for i in range(10)]
+    first = store.claim_batch("w1", 30, {"/a": 1, "/b": 4})
+    assert [j.id for j in first] == [ids[0]] and first[0].batch_id is None  # /a: unbatched
+    batch = store.claim_batch("w1", 30, {"/a": 1, "/b": 4})
+    assert [j.id for j in batch] == [ids[1], ids[2], ids[4], ids[5]]
+    assert len({j.batch_id for j in batch}) == 1 and batch[0].batch_id is not None
+    for job in batch:
+        assert job.status is JobStatus.PROCESSING and job.worker == "w1" and job.attempts == 1
+        assert job.lease_expires_at is not None and store.get(job.id) == job
+    for index in (3, 6):
+        assert [j.id for j in store.claim_batch("w2", 30, {"/a": 1, "/b": 4})] == [ids[index]]
+    rest = store.claim_batch("w2", 30, {"/a": 1, "/b": 4})
+    assert [j.id for j in rest] == [ids[7], ids[8]] and rest[0].batch_id != batch[0].batch_id
+    assert store.queue_depths() == {"/a": 1}
+    assert store.claim_batch("w2", 30, {"/b": 4}) == []
+    assert store.claim_batch("w2", 30, {}) == []
+
+
+def test_claim_batch_tops_up_a_batch_and_each_job_ends_on_its_own(store: JobStore) -> None:
+    first = submit(store, "/b")
+    (head,) = store.claim_batch("w1", 30, {"/b": 3})
+    later = [submit(store, "/b").id for _ in range(3)]
+    more = store.claim_batch("w1", 30, {"/b": 1}, batch_id=head.batch_id)
+    assert [j.id for j in more] == later[:1] and more[0].batch_id == head.batch_id
+    assert head.id == first.id
+    assert store.finish(head.id, "w1", "ok")
+    assert store.fail(more[0].id, "w1", "ValueError: bad input")
+    assert store.get(head.id).status is JobStatus.FINISHED
+    failed = store.get(more[0].id)
+    assert failed.status is JobStatus.FAILED and failed.batch_id == head.batch_id
+    ran_together = [j.id for j in store.list_jobs() if j.batch_id == head.batch_id]
+    assert sorted(ran_together) == sorted([head.id, more[0].id])
+
+
+def test_claim_batch_release_requeues_each_job_with_its_own_attempts(store: JobStore) -> None:
+    once = submit(store, "/b", max_attempts=1)
+    twice = submit(store, "/b", max_attempts=2)
+    batch = store.claim_batch("w1", 30, {"/b": 8})
+    assert [j.id for j in batch] == [once.id, twice.id]
+    released = store.release_worker_jobs(["w1"], "worker crashed (exit code -9)")
+    assert sorted(released) == sorted([once.id, twice.id])
+    assert store.get(once.id).status is JobStatus.FAILED
+    assert store.get(twice.id).status is JobStatus.QUEUED
+    (again,) = store.claim_batch("w2", 30, {"/b": 8})
+    assert again.id == twice.id and again.attempts == 2 and again.batch_id != batch[0].batch_id
+
+
+def test_claim_batch_skips_cancelled_jobs(store: JobStore) -> None:
+    jobs = [submit(store, "/b", inputs={"i": i}) for i in range(3)]
+    store.cancel(jobs[1].id)
+    batch = store.claim_batch("w1", 30, {"/b": 4})
+    assert [j.id for j in batch] == [jobs[0].id, jobs[2].id]
+    assert store.get(jobs[1].id).status is JobStatus.CANCELLED
+
+
+def test_claim_batch_refuses_sizes_below_one(store: JobStore) -> None:
+    submit(store, "/b")
+    with pytest.raises(ValueError):
+        store.claim_batch("w1", 30, {"/b": 0})
+    assert store.queue_depths() == {"/b": 1}

@@ -33,6 +33,17 @@ def raw_execute(database_url: str, sql: str, params: tuple = ()) -> None:
         conn.execute(sql.replace("?", "%s"), params)
 
 
+def test_an_unreadable_row_in_a_batch_fails_alone_and_the_rest_run(
+    store: JobStore, database_url: str
+) -> None:
+    jobs = [store.enqueue("/b", {"n": n}, queue_size=10, max_attempts=3) for n in range(3)]
+    raw_execute(database_url, "UPDATE jobs SET inputs = ? WHERE id = ?", ("[1]", jobs[1].id))
+    batch = store.claim_batch("w1", 30, {"/b": 4})
+    assert [(j.id, j.inputs) for j in batch] == [(jobs[0].id, {"n": 0}), (jobs[2].id, {"n": 2})]
+    poisoned = store.get(jobs[1].id)
+    assert poisoned.status is JobStatus.FAILED and "cannot be read" in poisoned.error
+
+
 def test_nul_and_lone_surrogates_are_stored_escaped(store: JobStore) -> None:
     job = store.enqueue("/gen", {"text": UGLY}, queue_size=10, max_attempts=1)
     claimed = store.claim("w1", 30)
