@@ -222,11 +222,11 @@ class Supervisor:
             self._next_cancel_poll = now + CANCEL_POLL_S
         for slot in self.slots:
             self._apply(slot, slot.check_clock(now, self.config.worker_start_timeout))
-            if poll_jobs and slot.job_id is not None:
-                job_id = slot.job_id
-                found = self._try_store(lambda job_id=job_id: (self.store.get_state(job_id),))
+            if poll_jobs and slot.jobs:
+                ids = list(slot.jobs)
+                found = self._try_store(lambda ids=ids: [self.store.get_state(i) for i in ids])
                 if found is not None:
-                    self._apply(slot, slot.check_job(found[0], now, self.config.cancel_grace_s))
+                    self._apply(slot, slot.check_jobs(found, now, self.config.cancel_grace_s))
 
     def _sweep_leases(self, now: float) -> None:
         """Keep the leases of this box's live workers, then recover the expired ones.
@@ -240,9 +240,10 @@ class Supervisor:
         self._next_lease_sweep = now + max(0.5, self.config.lease_s / 3)
         lease = self.config.lease_s
         for slot in self.slots:
-            if slot.job_id and slot.worker and slot.worker.running_freely():
-                job_id, worker_id = slot.job_id, slot.worker.worker_id
-                self._try_store(lambda j=job_id, w=worker_id: self.store.heartbeat(j, w, lease))
+            if slot.jobs and slot.worker and slot.worker.running_freely():
+                worker_id = slot.worker.worker_id
+                for job_id in list(slot.jobs):
+                    self._try_store(lambda j=job_id, w=worker_id: self.store.heartbeat(j, w, lease))
         recovered = self._try_store(self.store.recover_expired_leases)
         if recovered:
             logger.warning("recovered %d job(s) with expired leases: %s", len(recovered), recovered)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import enum
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from apipod.store.base import Job, WorkerInfo, WorkerState
@@ -61,6 +62,14 @@ class StoreCall:
 Decision = Kill | StoreCall
 
 
+@dataclass(frozen=True)
+class RunningJob:
+    """A job the slot's worker runs (alone, or as one job of a batch)."""
+
+    timeout_s: float | None
+    deadline: float | None
+
+
 @dataclass
 class WorkerSlot:
     """One of ``max_workers`` places, pinned to ``gpu``, and the worker that fills it."""
@@ -69,9 +78,8 @@ class WorkerSlot:
     gpu: str | None
     phase: Phase = Phase.EMPTY
     worker: WorkerProcess | None = None
-    job_id: str | None = None
-    job_deadline: float | None = None
-    job_timeout_s: float | None = None
+    #: The jobs the worker runs now, in queue order: one, or the jobs of a batch.
+    jobs: dict[str, RunningJob] = field(default_factory=dict)
     lost_since: float | None = None
     load_error: str | None = None
     load_traceback: str | None = None
@@ -82,6 +90,11 @@ class WorkerSlot:
     failed_worker_id: str | None = None
 
     # --- queries -------------------------------------------------------------------------
+    @property
+    def job_id(self) -> str | None:
+        """The (first) job the worker runs; None when idle."""
+        return next(iter(self.jobs), None)
+
     @property
     def running(self) -> bool:
         return self.worker is not None
@@ -113,9 +126,10 @@ class WorkerSlot:
                 return [StoreCall("remove_worker", (failed,))]
         elif isinstance(message, Busy):
             self.phase = Phase.BUSY
-            self.job_id = message.job_id
-            self.job_timeout_s = message.timeout_s
-            self.job_deadline = now + message.timeout_s if message.timeout_s else None
+            self.jobs = {
+                job_id: RunningJob(timeout_s, now + timeout_s if timeout_s else None)
+                for job_id, timeout_s in message.all_jobs
+            }
             self.lost_since = None
         elif isinstance(message, Idle):
             self.phase = Phase.IDLE
@@ -132,10 +146,10 @@ class WorkerSlot:
         worker = self.worker
         assert worker is not None
         decisions: list[Decision] = []
-        if self.job_id is not None:
-            error = f"worker crashed (exit code {exitcode})"
-            done = _log_release(self.job_id, error)
-            decisions.append(StoreCall("release", (self.job_id, worker.worker_id, error), done))
+        error = f"worker crashed (exit code {exitcode})"
+        for job_id in self.jobs:  # each job of a batch is retried (or failed) on its own
+            done = _log_release(job_id, error)
+            decisions.append(StoreCall("release", (job_id, worker.worker_id, error), done))
         starting = self.phase is Phase.STARTING
         self.worker = None
         self.phase = Phase.EMPTY
@@ -197,21 +211,32 @@ class WorkerSlot:
             self.load_error = f"on_worker_start did not finish within {start_timeout_s:g} s"
             logger.error("worker %s: %s; killing it", worker.worker_id, self.load_error)
             return [Kill(self.load_error)]
-        if self.job_id and self.job_deadline and now > self.job_deadline:
-            job_id, self.job_id = self.job_id, None  # the time-out settles it: no release
-            self.recycling = True  # killed on purpose: replaced at once, not backed off
-            error = f"job exceeded its timeout of {self.job_timeout_s:g} s"
-            done = _log_if(f"job {job_id} timed out on worker {worker.worker_id}; worker killed")
-            return [Kill(error), StoreCall("time_out", (job_id, worker.worker_id, error), done)]
-        return []
+        late = [job_id for job_id, job in self.jobs.items() if job.deadline and now > job.deadline]
+        if not late:
+            return []
+        decisions: list[Decision] = []
+        for job_id in late:  # the time-out settles the job: no release
+            error = f"job exceeded its timeout of {self.jobs.pop(job_id).timeout_s:g} s"
+            done = _log_if(f"job {job_id} timed out on worker {worker.worker_id}")
+            decisions.append(StoreCall("time_out", (job_id, worker.worker_id, error), done))
+        if self.jobs:  # a batch goes on for its jobs with time left
+            return decisions
+        self.recycling = True  # killed on purpose: replaced at once, not backed off
+        logger.warning("worker %s: its job(s) timed out; killing it", worker.worker_id)
+        return [Kill(error), *decisions]
 
-    def check_job(self, job: Job | None, now: float, grace_s: float) -> list[Decision]:
-        """The job's row, as just read: a worker still running a job it no longer owns
-        (cancelled, taken over after its lease) is killed after ``grace_s``."""
+    def check_jobs(self, rows: Sequence[Job | None], now: float, grace_s: float) -> list[Decision]:
+        """The rows of the slot's jobs, as just read: a worker still running when it owns
+        none of them any more (cancelled, taken over after its lease) is killed after
+        ``grace_s``. A batch with one job still owned runs on (the others' results are
+        dropped by the store)."""
         worker = self.worker
         if worker is None or self.job_id is None:
             return []
-        owned = job is not None and not job.is_terminal and job.worker == worker.worker_id
+        owned = any(
+            job is not None and not job.is_terminal and job.worker == worker.worker_id
+            for job in rows
+        )
         if owned:
             self.lost_since = None
             return []
@@ -223,8 +248,8 @@ class WorkerSlot:
         logger.warning(
             "worker %s still runs job %s (now %s) after %.0f s grace; killing it",
             worker.worker_id,
-            self.job_id,
-            job.status if job else "gone",
+            ", ".join(self.jobs),
+            ", ".join(str(job.status) if job else "gone" for job in rows),
             grace_s,
         )
         self._clear_job()
@@ -241,9 +266,9 @@ class WorkerSlot:
         if worker is None:
             return []
         decisions: list[Decision] = []
-        if self.job_id is not None:
-            done = _log_if(f"job {self.job_id} requeued at shutdown")
-            decisions.append(StoreCall("requeue", (self.job_id, worker.worker_id), done))
+        for job_id in self.jobs:
+            done = _log_if(f"job {job_id} requeued at shutdown")
+            decisions.append(StoreCall("requeue", (job_id, worker.worker_id), done))
         decisions.append(StoreCall("remove_worker", (worker.worker_id,)))
         self.worker = None
         self.phase = Phase.EMPTY
@@ -252,7 +277,8 @@ class WorkerSlot:
 
     # --- helpers -----------------------------------------------------------------------------
     def _clear_job(self) -> None:
-        self.job_id = self.job_deadline = self.job_timeout_s = self.lost_since = None
+        self.jobs = {}
+        self.lost_since = None
 
     def _failed_row(self, worker: WorkerProcess, error: str) -> WorkerInfo:
         return WorkerInfo(

@@ -31,10 +31,16 @@ class Ready:
 
 @dataclass(frozen=True)
 class Busy:
-    """The worker claimed ``job_id``; the supervisor enforces ``timeout_s`` from now."""
+    """The worker claimed ``job_id``; the supervisor enforces ``timeout_s`` from now.
+    A batch names its other jobs (with their timeouts) in ``more``."""
 
     job_id: str
     timeout_s: float | None
+    more: tuple[tuple[str, float | None], ...] = ()
+
+    @property
+    def all_jobs(self) -> tuple[tuple[str, float | None], ...]:
+        return ((self.job_id, self.timeout_s), *self.more)
 
 
 @dataclass(frozen=True)

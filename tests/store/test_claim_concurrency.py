@@ -91,6 +91,7 @@ def test_concurrent_claimers_take_every_job_once_in_order(
     assert len(store.list_jobs(status="finished", limit=JOBS)) == JOBS
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_concurrent_batch_claimers_take_every_job_once_in_fifo_batches(
     store: JobStore, database_url: str, data_dir: Path, run_children: RunChildren

@@ -71,9 +71,9 @@ def test_a_job_no_longer_owned_is_killed_after_the_grace() -> None:
     slot.on_message(Ready(), 100.0)
     slot.on_message(Busy("job1", None), 100.0)
     cancelled = SimpleNamespace(is_terminal=True, worker="box/w0.abc", status=JobStatus.CANCELLED)
-    assert slot.check_job(cancelled, 101.0, 5.0) == []
-    assert slot.check_job(cancelled, 105.9, 5.0) == []
-    assert isinstance(slot.check_job(cancelled, 106.1, 5.0)[0], Kill)
+    assert slot.check_jobs([cancelled], 101.0, 5.0) == []
+    assert slot.check_jobs([cancelled], 105.9, 5.0) == []
+    assert isinstance(slot.check_jobs([cancelled], 106.1, 5.0)[0], Kill)
 
 
 def test_load_failures_back_off_then_give_up_and_a_success_clears_the_record() -> None:
@@ -106,3 +106,48 @@ def test_a_start_that_takes_too_long_is_killed_and_counted_as_a_load_failure() -
     assert isinstance(kill, Kill) and "did not finish within 600 s" in kill.why
     assert methods(slot.on_exit(-9, 701.0)) == ["upsert_worker"]
     assert slot.load_failures == 1
+
+
+def test_a_crash_mid_batch_releases_each_job_of_the_batch() -> None:
+    slot = started_slot()
+    slot.on_message(Ready(), 100.0)
+    slot.on_message(Busy("j1", None, (("j2", 5.0), ("j3", None))), 101.0)
+    assert slot.job_id == "j1" and list(slot.jobs) == ["j1", "j2", "j3"]
+    decisions = slot.on_exit(-9, 102.0)
+    assert methods(decisions) == ["release", "release", "release", "remove_worker"]
+    assert [d.args[0] for d in decisions[:3]] == ["j1", "j2", "j3"]
+
+
+def test_each_job_of_a_batch_times_out_on_its_own_and_the_last_one_kills() -> None:
+    slot = started_slot()
+    slot.on_message(Ready(), 100.0)
+    slot.on_message(Busy("j1", 1.0, (("j2", 3.0), ("j3", 2.0))), 100.0)
+    assert slot.check_clock(100.9, 600) == []
+    first = slot.check_clock(101.1, 600)
+    assert methods(first) == ["time_out"] and first[0].args[0] == "j1"
+    assert "timeout of 1 s" in first[0].args[2] and not slot.recycling
+    assert [d.args[0] for d in slot.check_clock(102.1, 600)] == ["j3"]
+    last = slot.check_clock(103.1, 600)
+    assert methods(last) == ["kill", "time_out"] and last[1].args[0] == "j2"
+    assert methods(slot.on_exit(-9, 103.2)) == ["remove_worker"]  # nothing left to release
+
+
+def test_a_batch_runs_on_while_one_of_its_jobs_is_still_owned() -> None:
+    slot = started_slot()
+    slot.on_message(Ready(), 100.0)
+    slot.on_message(Busy("j1", None, (("j2", None),)), 100.0)
+    cancelled = SimpleNamespace(is_terminal=True, worker="box/w0.abc", status=JobStatus.CANCELLED)
+    owned = SimpleNamespace(is_terminal=False, worker="box/w0.abc", status=JobStatus.PROCESSING)
+    assert slot.check_jobs([cancelled, owned], 101.0, 5.0) == []
+    assert slot.check_jobs([cancelled, owned], 110.0, 5.0) == []
+    assert slot.check_jobs([cancelled, None], 111.0, 5.0) == []
+    assert isinstance(slot.check_jobs([cancelled, None], 116.1, 5.0)[0], Kill)
+
+
+def test_a_batch_is_requeued_job_by_job_at_shutdown() -> None:
+    slot = started_slot()
+    slot.on_message(Ready(), 100.0)
+    slot.on_message(Busy("j1", None, (("j2", None),)), 100.0)
+    decisions = slot.at_shutdown()
+    assert methods(decisions) == ["requeue", "requeue", "remove_worker"]
+    assert [d.args[0] for d in decisions[:2]] == ["j1", "j2"]
