@@ -9,14 +9,14 @@ from __future__ import annotations
 import inspect
 import json
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
-from apipod.errors import EndpointDefinitionError, InputError
+from apipod.errors import BatchResultError, EndpointDefinitionError, InputError
 from apipod.media.convert import is_upload
 from apipod.params import (
     LIST_ORIGINS,
@@ -53,9 +53,14 @@ class EndpointSpec:
     job_timeout: float | None = None
     summary: str | None = None
     tags: list[str] | None = None
+    #: Jobs run together in one call (1: one job per call); see :func:`batch_arguments`.
+    batch_size: int = 1
+    #: How long a worker waits for more jobs when fewer than ``batch_size`` are queued.
+    batch_wait_ms: float = 0.0
     input_model: type[BaseModel] = field(init=False)
 
     def __post_init__(self) -> None:
+        check_batch_options(self.batch_size, self.batch_wait_ms)
         fields = {
             p.name: (p.value_annotation, _field_default(p))
             for p in self.params
@@ -76,6 +81,10 @@ class EndpointSpec:
     def is_stream(self) -> bool:
         """A generator function (``def`` or ``async def`` with ``yield``) streams."""
         return inspect.isgeneratorfunction(self.func) or inspect.isasyncgenfunction(self.func)
+
+    @property
+    def batched(self) -> bool:
+        return self.batch_size > 1
 
     @property
     def media_params(self) -> list[Param]:
@@ -172,11 +181,14 @@ def build_spec(func: Callable[..., Any], path: str, **options: Any) -> EndpointS
     hints = typing.get_type_hints(func)
     params: list[Param] = []
     progress_param = None
+    batched = options.get("batch_size", 1) > 1
     for name, parameter in inspect.signature(func).parameters.items():
         annotation = hints.get(name, Any)
         if _is_progress(name, annotation):
             progress_param = name
             continue
+        if batched:
+            annotation = _per_job_annotation(func, name, annotation)
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             raise EndpointDefinitionError(
                 f"endpoint {path} ({func.__name__}): *args/**kwargs are not supported"
@@ -187,6 +199,51 @@ def build_spec(func: Callable[..., Any], path: str, **options: Any) -> EndpointS
     return EndpointSpec(
         path=path, func=func, params=params, progress_param=progress_param, **options
     )
+
+
+def check_batch_options(batch_size: Any, batch_wait_ms: Any) -> None:
+    """Raise ValueError unless ``batch_size`` is an int >= 1 and ``batch_wait_ms`` >= 0."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"Invalid batch_size {batch_size!r}: a whole number of jobs, at least 1")
+    if not isinstance(batch_wait_ms, (int, float)) or not 0 <= batch_wait_ms < 3_600_000:
+        raise ValueError(
+            f"Invalid batch_wait_ms {batch_wait_ms!r}: milliseconds, at least 0, under an hour"
+        )
+
+
+def _per_job_annotation(func: Callable[..., Any], name: str, annotation: Any) -> Any:
+    """A batched function takes ``list[T]`` per parameter; each job sends one ``T``."""
+    if annotation is Any:
+        return Any
+    if typing.get_origin(annotation) in (list, Sequence):
+        args = typing.get_args(annotation)
+        return args[0] if args else Any
+    raise TypeError(
+        f"endpoint {func.__name__} is batched: it receives one list per parameter, so "
+        f"annotate {name!r} as list[...] (each job sends one item), not {annotation!r}"
+    )
+
+
+def batch_arguments(spec: EndpointSpec, calls: Sequence[Mapping[str, Any]]) -> dict[str, list]:
+    """The arguments of one batched call: for each parameter, the list of its values in
+    ``calls`` (the arguments of each job, in queue order)."""
+    return {param.name: [kwargs[param.name] for kwargs in calls] for param in spec.params}
+
+
+def batch_results(spec: EndpointSpec, results: Any, count: int) -> list[Any]:
+    """The results of a batched call, one per job; :class:`BatchResultError` unless the
+    function returned a list (or tuple) of ``count`` items. An item that is an exception
+    instance stands for that job's failure."""
+    if not isinstance(results, (list, tuple)):
+        raise BatchResultError(
+            f"batched endpoint {spec.name} must return a list of {count} results, "
+            f"got {type(results).__name__}"
+        )
+    if len(results) != count:
+        raise BatchResultError(
+            f"batched endpoint {spec.name} returned {len(results)} results for {count} jobs"
+        )
+    return list(results)
 
 
 def _is_progress(name: str, annotation: Any) -> bool:

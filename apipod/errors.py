@@ -105,6 +105,10 @@ class StoreRejected(APIPodError):
     unlike :class:`StoreUnavailable`."""
 
 
+class BatchResultError(APIPodError):
+    """A batched endpoint returned something other than one result per job."""
+
+
 class JobCancelled(APIPodError):
     """Raised inside a running job when a client cancelled it.
 

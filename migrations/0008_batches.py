@@ -20,6 +20,4 @@ def upgrade(conn: sqlalchemy.Connection, dialect: str) -> None:
     """Add the batch columns and an index to find a batch's jobs."""
     conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN batch_id TEXT")
     conn.exec_driver_sql("ALTER TABLE workers ADD COLUMN current_batch TEXT")
-    conn.exec_driver_sql(
-        "CREATE INDEX ix_jobs_batch ON jobs (batch_id) WHERE batch_id IS NOT NULL"
-    )
+    conn.exec_driver_sql("CREATE INDEX ix_jobs_batch ON jobs (batch_id) WHERE batch_id IS NOT NULL")

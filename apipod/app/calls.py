@@ -10,7 +10,14 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from apipod.endpoint import EndpointSpec, InputValidationError, Param, media_error
+from apipod.endpoint import (
+    EndpointSpec,
+    InputValidationError,
+    Param,
+    batch_arguments,
+    batch_results,
+    media_error,
+)
 from apipod.errors import MediaError, StorageFull
 from apipod.media.convert import (
     MediaBudget,
@@ -94,17 +101,29 @@ def media_objects(spec: EndpointSpec, payloads: dict[str, Any]) -> dict[str, Any
 
 
 async def call_endpoint(spec: EndpointSpec, kwargs: dict[str, Any], progress: JobProgress) -> Any:
-    """Run the function (async directly, sync in the thread pool); return JSON-able."""
+    """Run the function (async directly, sync in the thread pool); return JSON-able.
+    A batched endpoint runs as a batch of one."""
+    if spec.batched:
+        kwargs = batch_arguments(spec, [kwargs])
     if spec.progress_param:
         kwargs[spec.progress_param] = progress
     if spec.is_async:
-        result = await spec.func(**kwargs)
+        result = _only_result(spec, await spec.func(**kwargs))
         return await run_in_threadpool(encode_result, result)
     return await run_in_threadpool(_call_and_encode, spec, kwargs)
 
 
 def _call_and_encode(spec: EndpointSpec, kwargs: dict[str, Any]) -> Any:
-    return encode_result(spec.func(**kwargs))
+    return encode_result(_only_result(spec, spec.func(**kwargs)))
+
+
+def _only_result(spec: EndpointSpec, result: Any) -> Any:
+    if not spec.batched:
+        return result
+    (only,) = batch_results(spec, result, 1)
+    if isinstance(only, BaseException):
+        raise only
+    return only
 
 
 def submit_job(

@@ -92,6 +92,7 @@ def worker_view(info: WorkerInfo, stale_after: float) -> dict[str, Any]:
         "gpu": info.gpu,
         "state": info.state.value,
         "current_job": info.current_job,
+        "current_batch": info.current_batch,
         "jobs_done": info.jobs_done,
         "rss_bytes": info.rss_bytes,
         "error": info.error,

@@ -43,6 +43,8 @@ def _metrics(job: Job) -> dict[str, Any]:
     if job.started_at is not None and job.finished_at is not None:
         seconds = (job.finished_at - job.started_at).total_seconds()
         metrics["execution_time_s"] = round(max(0.0, seconds), 6)
+    if job.batch_id is not None:
+        metrics["batch_id"] = job.batch_id  # the jobs with this id ran in one call
     return metrics
 
 

@@ -128,6 +128,8 @@ class APIPod(FastAPI):
         summary: str | None = None,
         tags: list[str] | None = None,
         job_timeout: float | None = None,
+        batch_size: int = 1,
+        batch_wait_ms: float = 0,
     ) -> Callable[[F], F]:
         """Register ``func`` as an endpoint at ``path`` (POST unless ``methods`` says).
 
@@ -136,6 +138,10 @@ class APIPod(FastAPI):
         ``job_timeout`` overrides the ``job_timeout`` setting for its jobs.
         The route is normalised as the original APIPod did (``/Single_File`` is served at
         ``/single-file``); the path as written answers too, hidden from the schema.
+        ``batch_size=N`` (N > 1) runs up to N queued jobs in one call: the function gets
+        one list per parameter (annotate each as ``list[...]``) and returns a list of N
+        results (an exception instance as a result fails only its job); a worker waits
+        up to ``batch_wait_ms`` for more jobs when fewer than N are queued.
         """
         literal = "/" + path.lstrip("/")
         verbs = [m.upper() for m in (methods or ["POST"])]
@@ -151,6 +157,8 @@ class APIPod(FastAPI):
                 job_timeout=job_timeout,
                 summary=summary,
                 tags=tags,
+                batch_size=batch_size,
+                batch_wait_ms=batch_wait_ms,
             )
             self._add_endpoint(spec, literal)
             return func

@@ -219,8 +219,10 @@ class JobStore(abc.ABC):
         its endpoint, oldest first; each as ``claim`` takes one (own attempts, lease).
         Returned in queue order; empty when nothing is queued. Jobs of an endpoint whose
         size is above 1 get one new batch id (``Job.batch_id``); with ``batch_id`` given,
-        the call tops up that batch and every job it takes gets that id. Unreadable rows
-        are failed as in ``claim`` and left out."""
+        the call tops up that batch: it takes only jobs on their first attempt, and every
+        job it takes gets that id. A job queued again after an attempt that did not end
+        (crash, lease expired) is never batched with others: it runs alone. Unreadable
+        rows are failed as in ``claim`` and left out."""
 
     @abc.abstractmethod
     def heartbeat(self, job_id: str, worker_id: str, lease_s: float) -> bool:

@@ -277,27 +277,38 @@ def append_chunk_sql(lock_suffix: str = "", returning: bool = False) -> str:
     )
 
 
-def claim_batch_sql(endpoint_count: int, sized_count: int, tagged_count: int, lock: str) -> str:
+def claim_batch_sql(
+    endpoint_count: int, sized_count: int, tagged_count: int, lock: str, top_up: bool = False
+) -> str:
     """Take the oldest queued job of ``endpoint_count`` endpoints and, in the same
     statement, the next queued jobs of its endpoint up to that endpoint's batch size
-    (FIFO). Parameters: the endpoints; ``sized_count`` (endpoint, size) pairs (an
-    endpoint not listed takes one job); worker, started_at, lease_expires_at; the
-    ``tagged_count`` endpoints whose jobs get the batch id, then the batch id.
-    ``lock`` (e.g. ``FOR UPDATE SKIP LOCKED``) goes into both subqueries, so concurrent
-    claimers skip each other's rows instead of waiting for them."""
+    (FIFO). A job that is queued again after an attempt that did not end (its worker
+    crashed, its lease ran out) runs alone: it is never batched with others, so a job
+    that kills its worker cannot take a batch down with it twice. ``top_up``: take
+    only jobs on their first attempt (more jobs for a batch already claimed).
+
+    Parameters: the endpoints; ``sized_count`` (endpoint, size) pairs (an endpoint not
+    listed takes one job); worker, started_at, lease_expires_at; the ``tagged_count``
+    endpoints whose jobs get the batch id, then the batch id. ``lock`` (e.g. ``FOR
+    UPDATE SKIP LOCKED``) goes into both subqueries, so concurrent claimers skip each
+    other's rows instead of waiting for them."""
     arms = " ".join(["WHEN ? THEN ?"] * sized_count)
     # No head (nothing queued): the size is NULL, which SQLite refuses as a LIMIT.
     size = (
         f"coalesce((SELECT CASE endpoint {arms} ELSE 1 END FROM head), 0)" if sized_count else "1"
     )
     tagged = f"endpoint IN ({placeholders(tagged_count)})" if tagged_count else "1 = 0"
+    fresh = " AND attempts = 0" if top_up else ""
     # ``picked`` is a CTE, run once: as an IN-subquery PostgreSQL may rescan it per
     # candidate row, and each rescan skips the rows the statement itself just locked.
     return (
-        "WITH head AS (SELECT endpoint FROM jobs WHERE status = 'queued'"
-        f" AND endpoint IN ({placeholders(endpoint_count)}) ORDER BY seq LIMIT 1{lock}),"
+        "WITH head AS (SELECT seq, endpoint, attempts FROM jobs WHERE status = 'queued'"
+        f" AND endpoint IN ({placeholders(endpoint_count)}){fresh}"
+        f" ORDER BY seq LIMIT 1{lock}),"
         " picked AS (SELECT seq FROM jobs WHERE status = 'queued'"
-        f" AND endpoint = (SELECT endpoint FROM head) ORDER BY seq LIMIT {size}{lock})"
+        " AND endpoint = (SELECT endpoint FROM head) AND (seq = (SELECT seq FROM head)"
+        " OR (attempts = 0 AND (SELECT attempts FROM head) = 0))"
+        f" ORDER BY seq LIMIT {size}{lock})"
         " UPDATE jobs SET status = 'processing', attempts = attempts + 1, worker = ?,"
         " started_at = ?, lease_expires_at = ?, progress = NULL, message = NULL,"
         f" batch_id = CASE WHEN {tagged} THEN ? ELSE NULL END"

@@ -282,9 +282,9 @@ class SqlJobStore(OperationsMixin, WebhookOutboxMixin, JobStore):
         if any(size < 1 for _, size in sized):
             raise ValueError(f"batch sizes must be at least 1: {dict(batch_sizes)}")
         tagged = names if batch_id is not None else tuple(name for name, _ in sized)
-        key = ("claim_batch", len(names), len(sized), len(tagged))
+        key = ("claim_batch", len(names), len(sized), len(tagged), batch_id is not None)
         lock = self.claim_lock_suffix
-        sql = self._cached_sql(key, lambda: claim_batch_sql(*key[1:], lock))
+        sql = self._cached_sql(key, lambda: claim_batch_sql(*key[1:4], lock, key[4]))
         sizes = tuple(value for pair in sized for value in pair)
         tag = batch_id or uuid.uuid4().hex
         while True:

@@ -23,6 +23,7 @@ from apipod.errors import StoreUnavailable
 from apipod.store import open_store
 from apipod.store.base import JobStore, WorkerInfo, WorkerState
 from apipod.store.retry import Outage, RetryingStore, call_with_retry
+from apipod.worker.batch import Batcher
 from apipod.worker.messages import (
     EXIT_LOAD_FAILED,
     EXIT_OK,
@@ -175,28 +176,46 @@ class Worker:
             return None
 
     def _loop(self, app: APIPod) -> int:
-        runner = JobRunner(app, self.store, self.spec.worker_id, self.spec.config.lease_s)
+        worker_id, lease_s = self.spec.worker_id, self.spec.config.lease_s
+        runner = JobRunner(app, self.store, worker_id, lease_s)
         endpoints = app.queued_routes()
+        batcher = None
+        if Batcher.wanted(app):
+            batcher = Batcher(app, self.store, runner, worker_id, lease_s, self.stop)
         while not self.stop.is_set():
             try:
-                job = self.store.claim(self.spec.worker_id, self.spec.config.lease_s, endpoints)
-                if job is None:
+                if batcher is not None:
+                    jobs = batcher.claim()
+                else:
+                    jobs = [job] if (job := self.store.claim(worker_id, lease_s, endpoints)) else []
+                if not jobs:
                     self.store.wait_for_work(IDLE_POLL_S)
                     continue
             except StoreUnavailable:
                 break  # told to stop while the store was unavailable
+            job = jobs[0]
             logger.info(
-                "worker %s runs job %s (%s, attempt %d)",
-                self.spec.worker_id,
+                "worker %s runs job %s (%s, attempt %d)%s",
+                worker_id,
                 job.id,
                 job.endpoint,
                 job.attempts,
+                f" and {len(jobs) - 1} more in batch {job.batch_id}" if len(jobs) > 1 else "",
             )
-            self.conn.send(Busy(job.id, job.timeout_s))
-            self.row.update(state=WorkerState.BUSY, current_job=job.id)
-            runner.run(job)
-            self.jobs_done += 1
-            self.row.update(state=WorkerState.READY, current_job=None, jobs_done=self.jobs_done)
+            more = tuple((other.id, other.timeout_s) for other in jobs[1:])
+            self.conn.send(Busy(job.id, job.timeout_s, more))
+            self.row.update(state=WorkerState.BUSY, current_job=job.id, current_batch=job.batch_id)
+            if batcher is not None:
+                batcher.run(jobs)
+            else:
+                runner.run(job)
+            self.jobs_done += len(jobs)
+            self.row.update(
+                state=WorkerState.READY,
+                current_job=None,
+                current_batch=None,
+                jobs_done=self.jobs_done,
+            )
             self.conn.send(Idle(job.id, self.jobs_done))
             reason = self._recycle_reason()
             if reason:

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from apipod.endpoint import EndpointSpec
@@ -45,10 +46,7 @@ class JobRunner:
         with JobWatch(self._store, job.id, self._worker_id, self._lease_s) as watch:
             try:
                 result = self._call(spec, job, JobProgress(watch.report))
-                numbers = itertools.count()
-                encode = lambda value: encode_result(  # noqa: E731
-                    value, lambda media: self._store_media(job.id, media, next(numbers))
-                )
+                encode = self.encoder(job.id)
                 if spec.is_stream:
                     writer = ChunkWriter(self._store, job.id, self._worker_id, watch.lost)
                     encoded = run_stream(result, encode, writer, self._loop)
@@ -66,14 +64,27 @@ class JobRunner:
                 self._store.fail(job.id, self._worker_id, client_error_text(exc), trace)
 
     def _call(self, spec: EndpointSpec, job: Job, progress: JobProgress) -> Any:
-        kwargs = self._arguments(spec, job.inputs)
+        kwargs = self.arguments(spec, job.inputs)
         if spec.progress_param:
             kwargs[spec.progress_param] = progress
+        return self.call(spec, kwargs)
+
+    def call(self, spec: EndpointSpec, kwargs: dict[str, Any]) -> Any:
+        """Call the endpoint function (an async one on this runner's event loop)."""
         if spec.is_async:
             return self._loop.run_until_complete(spec.func(**kwargs))
         return spec.func(**kwargs)
 
-    def _arguments(self, spec: EndpointSpec, inputs: dict[str, Any]) -> dict[str, Any]:
+    def encoder(self, job_id: str) -> Callable[[Any], Any]:
+        """What turns the job's values (its result, a stream's chunks) into storable
+        form: media become files of the job, numbered across every call."""
+        numbers = itertools.count()
+        return lambda value: encode_result(
+            value, lambda media: self._store_media(job_id, media, next(numbers))
+        )
+
+    def arguments(self, spec: EndpointSpec, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The call arguments of one job (media loaded from the store)."""
         plain, files = spec.split_files(inputs, is_stored_file=_is_stored_file)
         load = lambda param, stored: self._load_media(stored, param.media_cls)  # noqa: E731
         return spec.call_arguments(spec.validate_values(plain), media_arguments(spec, files, load))

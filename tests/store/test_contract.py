@@ -519,8 +519,23 @@ def test_claim_batch_release_requeues_each_job_with_its_own_attempts(store: JobS
     assert sorted(released) == sorted([once.id, twice.id])
     assert store.get(once.id).status is JobStatus.FAILED
     assert store.get(twice.id).status is JobStatus.QUEUED
-    (again,) = store.claim_batch("w2", 30, {"/b": 8})
+    fresh = [submit(store, "/b").id for _ in range(3)]
+    (again,) = store.claim_batch("w2", 30, {"/b": 8})  # a retried job runs alone
     assert again.id == twice.id and again.attempts == 2 and again.batch_id != batch[0].batch_id
+    assert store.release(again.id, "w2", "worker crashed") is JobStatus.FAILED
+    assert [j.id for j in store.claim_batch("w2", 30, {"/b": 8})] == fresh
+
+
+def test_claim_batch_top_up_takes_only_jobs_on_their_first_attempt(store: JobStore) -> None:
+    retried = submit(store, "/b", max_attempts=3)
+    store.claim_batch("w1", 30, {"/b": 8})
+    store.release_worker_jobs(["w1"], "lease expired")
+    fresh = submit(store, "/b")
+    more = store.claim_batch("w2", 30, {"/b": 3}, batch_id="batch-1")
+    assert [(j.id, j.batch_id) for j in more] == [(fresh.id, "batch-1")]
+    assert store.get(retried.id).status is JobStatus.QUEUED
+    (alone,) = store.claim_batch("w2", 30, {"/b": 3})
+    assert alone.id == retried.id and alone.attempts == 2
 
 
 def test_claim_batch_skips_cancelled_jobs(store: JobStore) -> None:

@@ -1,0 +1,217 @@
+"""Dynamic batching in a worker: claim up to ``batch_size`` queued jobs of one endpoint,
+wait up to ``batch_wait_ms`` for more, and run them in one call of the endpoint function.
+
+Each job of a batch keeps its own row: status, result, error, attempts, lease, timeout
+and cancel. The function gets one list per parameter and returns one result per job; a
+result that is an exception instance fails only its job, an exception raised by the call
+fails every job of the batch. A job cancelled while its batch fills is dropped before the
+call; one cancelled during the call stays cancelled (its result is not stored), and the
+call goes on for the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from apipod.endpoint import EndpointSpec, batch_arguments, batch_results
+from apipod.errors import JobCancelled, StoreUnavailable, client_error_text
+from apipod.progress import JobProgress
+from apipod.store.base import Job, JobStore
+from apipod.worker.runner import JobRunner
+from apipod.worker.watch import JobWatch
+
+if TYPE_CHECKING:
+    from apipod.app.pod import APIPod
+
+logger = logging.getLogger(__name__)
+
+#: How often a worker filling a batch looks for more jobs (wake-ups are only hints).
+FILL_POLL_S = 0.005
+
+
+class Batcher:
+    """Claims and runs the jobs of one worker whose service has batched endpoints."""
+
+    def __init__(
+        self,
+        app: APIPod,
+        store: JobStore,
+        runner: JobRunner,
+        worker_id: str,
+        lease_s: float,
+        stop: threading.Event,
+    ) -> None:
+        # Every path whose jobs this worker runs, as written too (see APIPod.spec_for).
+        self._specs = {path: spec for path in app.queued_routes() if (spec := app.spec_for(path))}
+        self._sizes = {path: spec.batch_size for path, spec in self._specs.items()}
+        self._store = store
+        self._runner = runner
+        self._worker_id = worker_id
+        self._lease_s = lease_s
+        self._stop = stop
+
+    @staticmethod
+    def wanted(app: APIPod) -> bool:
+        """Whether any queued endpoint of ``app`` is batched."""
+        return any(spec.batched for spec in app.endpoints.values() if app.is_queued(spec))
+
+    # --- claiming ------------------------------------------------------------------------
+    def claim(self) -> list[Job]:
+        """The next batch (or single job), in queue order; empty when nothing is queued.
+        When fewer than ``batch_size`` jobs were queued, waits for more until the oldest
+        job has waited ``batch_wait_ms``, unless another endpoint's jobs are waiting."""
+        jobs = self._store.claim_batch(self._worker_id, self._lease_s, self._sizes)
+        spec = self._specs.get(jobs[0].endpoint) if jobs else None
+        if spec is None or not spec.batched or len(jobs) >= spec.batch_size:
+            return jobs
+        if jobs[0].attempts > 1:
+            return jobs  # a retry after a crash or a lost lease runs alone (see claim_batch)
+        deadline = time.monotonic() + _wait_left(jobs[0], spec.batch_wait_ms / 1000)
+        while len(jobs) < spec.batch_size and not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or self._others_waiting(spec.path):
+                break
+            more = {spec.path: spec.batch_size - len(jobs)}
+            try:
+                self._store.wait_for_work(min(left, FILL_POLL_S))
+                jobs += self._store.claim_batch(
+                    self._worker_id, self._lease_s, more, batch_id=jobs[0].batch_id
+                )
+            except StoreUnavailable:
+                break  # told to stop meanwhile: the jobs claimed so far run
+        return jobs
+
+    def _others_waiting(self, path: str) -> bool:
+        """Whether jobs of this worker's other endpoints are queued (they must not wait
+        for a batch to fill)."""
+        if len(self._sizes) == 1:
+            return False
+        depths = self._store.queue_depths()
+        return any(depths.get(other) for other in self._sizes if other != path)
+
+    # --- running -------------------------------------------------------------------------
+    def run(self, jobs: Sequence[Job]) -> None:
+        """Run claimed jobs: a batched endpoint's in one call, any other job alone."""
+        spec = self._specs.get(jobs[0].endpoint)
+        if spec is None or not spec.batched:
+            for job in jobs:
+                self._runner.run(job)
+            return
+        BatchRun(spec, self._store, self._runner, self._worker_id, self._lease_s).run(jobs)
+
+
+class BatchRun:
+    """One call of a batched endpoint for several jobs."""
+
+    def __init__(
+        self,
+        spec: EndpointSpec,
+        store: JobStore,
+        runner: JobRunner,
+        worker_id: str,
+        lease_s: float,
+    ) -> None:
+        self._spec = spec
+        self._store = store
+        self._runner = runner
+        self._worker_id = worker_id
+        self._lease_s = lease_s
+
+    def run(self, jobs: Sequence[Job]) -> None:
+        calls: list[dict[str, Any]] = []
+        ready: list[Job] = []
+        for job in self._still_ours(jobs):
+            try:
+                calls.append(self._runner.arguments(self._spec, job.inputs))
+                ready.append(job)
+            except Exception as exc:  # bad stored inputs fail their job only
+                self._fail(job, exc)
+        if not ready:
+            return
+        batch = ready[0].batch_id
+        logger.info("batch %s: %d job(s) of %s", batch, len(ready), self._spec.path)
+        with contextlib.ExitStack() as stack:
+            watches = [
+                stack.enter_context(JobWatch(self._store, j.id, self._worker_id, self._lease_s))
+                for j in ready
+            ]
+            try:
+                results = self._call(calls, BatchProgress(watches))
+            except JobCancelled:
+                logger.info("batch %s stopped: every job of it was cancelled", batch)
+                return
+            except Exception as exc:
+                logger.exception("batch %s failed (%d jobs)", batch, len(ready))
+                for job, watch in zip(ready, watches, strict=True):
+                    watch.flush()
+                    self._fail(job, exc)
+                return
+            for job, watch, result in zip(ready, watches, results, strict=True):
+                watch.flush()
+                self._settle(job, result)
+
+    def _still_ours(self, jobs: Sequence[Job]) -> list[Job]:
+        """The jobs this worker still owns (a heartbeat, which also renews the lease
+        after the batch filled); a job cancelled meanwhile is dropped."""
+        kept = []
+        for job in jobs:
+            if self._store.heartbeat(job.id, self._worker_id, self._lease_s):
+                kept.append(job)
+            else:
+                logger.info("job %s left batch %s before it started", job.id, job.batch_id)
+        return kept
+
+    def _call(self, calls: list[dict[str, Any]], progress: BatchProgress) -> list[Any]:
+        kwargs = batch_arguments(self._spec, calls)
+        if self._spec.progress_param:
+            kwargs[self._spec.progress_param] = JobProgress(progress.report)
+        return batch_results(self._spec, self._runner.call(self._spec, kwargs), len(calls))
+
+    def _settle(self, job: Job, result: Any) -> None:
+        if isinstance(result, BaseException):
+            self._fail(job, result)
+            return
+        try:
+            encoded = self._runner.encoder(job.id)(result)
+            if not self._store.finish(job.id, self._worker_id, encoded):
+                logger.info("job %s: result dropped, the job is no longer ours", job.id)
+        except Exception as exc:  # an unstorable result fails its job only
+            self._fail(job, exc)
+
+    def _fail(self, job: Job, exc: BaseException) -> None:
+        trace = "".join(traceback.format_exception(exc))
+        if not self._store.fail(job.id, self._worker_id, client_error_text(exc), trace):
+            logger.info("job %s: error dropped, the job is no longer ours", job.id)
+
+
+class BatchProgress:
+    """The progress sink of a batch: every report goes to each job still owned; the
+    call is stopped (``JobCancelled``) only once no job of the batch is left."""
+
+    def __init__(self, watches: Sequence[JobWatch]) -> None:
+        self._watches = watches
+
+    def report(self, progress: float | None, message: str | None) -> None:
+        reached = 0
+        for watch in self._watches:
+            with contextlib.suppress(JobCancelled):
+                watch.report(progress, message)
+                reached += 1
+        if not reached:
+            raise JobCancelled("every job of the batch was cancelled")
+
+
+def _wait_left(oldest: Job, wait_s: float) -> float:
+    """How much longer the batch may wait: ``wait_s`` from when its oldest job was
+    queued, so a job never waits for company longer than ``batch_wait_ms`` in all."""
+    if oldest.queued_at is None:
+        return wait_s
+    waited = (datetime.now(timezone.utc) - oldest.queued_at).total_seconds()
+    return min(wait_s, max(0.0, wait_s - waited))

@@ -1,0 +1,41 @@
+"""Fixture: batched endpoints (partial failures, a failing batch, a crash, slow batches)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from apipod import APIPod, JobProgress
+
+app = APIPod(compute="serverless", provider="localhost", title="queue-batch")
+
+
+@app.endpoint("/echo", batch_size=4, batch_wait_ms=1500)
+def echo(
+    text: list[str],
+    job_progress: JobProgress,
+    pause: list[float] = 0.0,  # type: ignore[assignment]  # each job's default
+) -> list:
+    """Each job's text back, with the texts of its whole batch. ``fail`` fails its own
+    job, ``boom`` the whole batch, ``crash`` kills the worker; ``pause`` sleeps."""
+    job_progress.set_status(0.5, f"batch of {len(text)}")
+    if "crash" in text:
+        os._exit(17)
+    if "boom" in text:
+        raise RuntimeError("the whole batch failed")
+    time.sleep(max(pause))
+    job_progress.set_status(0.9, "almost")
+    return [
+        ValueError(f"cannot echo {t}") if t == "fail" else {"text": t, "batch": text} for t in text
+    ]
+
+
+@app.endpoint("/hang", batch_size=2, batch_wait_ms=1500, job_timeout=1)
+def hang(n: list[int]) -> list:
+    time.sleep(600)
+    return n
+
+
+@app.endpoint("/single")
+def single(n: int = 0) -> dict:
+    return {"n": n, "pid": os.getpid()}

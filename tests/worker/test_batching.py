@@ -1,0 +1,159 @@
+"""Dynamic batching end to end: a real service (``apipod start``, one worker) on SQLite and
+on PostgreSQL; each job of a batch keeps its own outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from apipod.store import JobStatus, JobStore, open_store
+from tests.helpers import ServiceProcess, running_service, wait_for_status
+from tests.store.postgres_db import fresh_database
+from tests.supervisor.support import (
+    client_for,
+    health,
+    ready_workers,
+    submit,
+    wait_terminal,
+    wait_until,
+    worker_running,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def service(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    tmp = tmp_path_factory.mktemp(f"batch-{request.param}")
+    settings: dict[str, object] = {"max_workers": 1, "gpus": "none", "max_attempts": 2}
+    with fresh_database() if request.param == "postgresql" else _no_database() as url:
+        if url:
+            settings["database_url"] = url
+        with running_service(tmp, "queue_batch.py", cancel_grace_s=1, **settings) as service:
+            yield service
+
+
+class _no_database:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+@pytest.fixture
+def client(service: ServiceProcess) -> Iterator[httpx.Client]:
+    with client_for(service) as client:
+        ready_workers(client, 1, timeout=60)  # a test before may have replaced the worker
+        yield client
+
+
+@pytest.fixture
+def store(service: ServiceProcess) -> Iterator[JobStore]:
+    """The service's store, opened as another process would (to read attempts)."""
+    data_dir = Path(service.env["APIPOD_DATA_DIR"])
+    url = service.env.get("APIPOD_DATABASE_URL") or f"sqlite:///{data_dir / 'apipod.db'}"
+    opened = open_store(url, data_dir)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def submit_all(client: httpx.Client, path: str, bodies: list[dict]) -> list[str]:
+    return [submit(client, path, body) for body in bodies]
+
+
+def test_jobs_submitted_together_run_in_one_call_and_a_failed_slot_fails_alone(
+    client: httpx.Client, store: JobStore
+) -> None:
+    ids = submit_all(client, "/echo", [{"text": "x"}, {"text": "fail"}, {"text": "y"}])
+    x, failed, y = (wait_terminal(client, job_id) for job_id in ids)
+    assert x["status"] == y["status"] == "finished", (x, y)
+    assert x["result"] == {"text": "x", "batch": ["x", "fail", "y"]}
+    assert y["result"] == {"text": "y", "batch": ["x", "fail", "y"]}
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith("ValueError: cannot echo fail")
+    batch_ids = {body["metrics"]["batch_id"] for body in (x, failed, y)}
+    assert len(batch_ids) == 1
+    listed = client.get("/jobs", params={"endpoint": "/echo"}).json()["jobs"]
+    assert {j["metrics"].get("batch_id") for j in listed if j["job_id"] in ids} == batch_ids
+    assert [store.get(job_id).attempts for job_id in ids] == [1, 1, 1]
+    for body in (x, y):  # the batch's one progress reporter reached every job
+        assert body["progress"] >= 0.9 and body["message"] == "almost", body
+
+
+def test_a_batch_that_raises_fails_every_job_with_its_error(
+    client: httpx.Client, store: JobStore
+) -> None:
+    ids = submit_all(client, "/echo", [{"text": "p"}, {"text": "boom"}])
+    for job_id in ids:
+        body = wait_terminal(client, job_id)
+        assert body["status"] == "failed", body
+        assert body["error"].startswith("RuntimeError: the whole batch failed")
+        assert store.get(job_id).attempts == 1
+
+
+def test_a_job_cancelled_while_its_batch_fills_is_dropped_from_it(
+    client: httpx.Client, store: JobStore
+) -> None:
+    first = submit(client, "/echo", {"text": "gone"})
+    wait_for_status(client, first, {"processing"}, timeout=10)  # claimed: the batch fills
+    assert client.post(f"/cancel/{first}").json()["status"] == "cancelled"
+    second = submit(client, "/echo", {"text": "kept"})
+    body = wait_terminal(client, second)
+    assert body["status"] == "finished" and body["result"]["batch"] == ["kept"], body
+    assert body["metrics"]["batch_id"] == store.get(first).batch_id  # it joined that batch
+    assert wait_terminal(client, first)["status"] == "cancelled"
+
+
+def test_a_job_cancelled_while_its_batch_runs_is_cancelled_after_it(
+    client: httpx.Client, store: JobStore
+) -> None:
+    bodies = [{"text": "c1", "pause": 3}, {"text": "c2", "pause": 3}]
+    first, second = submit_all(client, "/echo", bodies)
+    worker = worker_running(client, first, timeout=15)
+    wait_until(
+        lambda: client.get(f"/status/{first}").json().get("message") == "batch of 2",
+        10,
+        "the batch call started",
+    )
+    assert worker["current_batch"] == store.get(first).batch_id
+    assert client.post(f"/cancel/{first}").json()["status"] == "cancelled"
+    done = wait_terminal(client, second)
+    assert done["status"] == "finished" and done["result"]["batch"] == ["c1", "c2"], done
+    cancelled = wait_terminal(client, first)
+    assert cancelled["status"] == "cancelled" and "result" not in cancelled
+    _, body = health(client)
+    assert [w["pid"] for w in body["workers"]] == [worker["pid"]]  # not killed
+
+
+def test_a_crash_mid_batch_retries_each_job_on_its_own(
+    client: httpx.Client, store: JobStore
+) -> None:
+    ids = submit_all(client, "/echo", [{"text": "a"}, {"text": "crash"}, {"text": "b"}])
+    a, crashed, b = (wait_terminal(client, job_id, timeout=60) for job_id in ids)
+    assert a["status"] == b["status"] == "finished", (a, b)
+    assert a["result"]["batch"] == ["a"] and b["result"]["batch"] == ["b"]  # alone
+    assert crashed["status"] == "failed" and "worker crashed" in crashed["error"]
+    rows = [store.get(job_id) for job_id in ids]
+    assert [row.attempts for row in rows] == [2, 2, 2]
+    assert rows[1].status is JobStatus.FAILED
+
+
+def test_each_job_of_a_batch_past_its_timeout_times_out(
+    client: httpx.Client, store: JobStore
+) -> None:
+    ids = submit_all(client, "/hang", [{"n": 1}, {"n": 2}])
+    for job_id in ids:
+        body = wait_terminal(client, job_id, timeout=30)
+        assert body["status"] == "timeout", body
+        assert body["error"] == "job exceeded its timeout of 1 s"
+    assert len({store.get(job_id).batch_id for job_id in ids}) == 1
+    ready_workers(client, 1, timeout=60)
+    assert wait_terminal(client, submit(client, "/single", {"n": 3}))["status"] == "finished"
