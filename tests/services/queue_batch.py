@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+from media_toolkit import ImageFile
+
 from apipod import APIPod, JobProgress
 
 app = APIPod(compute="serverless", provider="localhost", title="queue-batch")
@@ -39,3 +41,11 @@ def hang(n: list[int]) -> list:
 @app.endpoint("/single")
 def single(n: int = 0) -> dict:
     return {"n": n, "pid": os.getpid()}
+
+
+@app.endpoint("/shapes", batch_size=4, batch_wait_ms=1500)
+def shapes(image: list[ImageFile]) -> list:
+    """Media arrive as a list of media objects, one per job; each result is an image."""
+    return [
+        {"shape": list(img.to_np_array().shape), "batch": len(image), "same": img} for img in image
+    ]

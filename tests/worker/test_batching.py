@@ -3,6 +3,7 @@ on PostgreSQL; each job of a batch keeps its own outcome."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from apipod.store import JobStatus, JobStore, open_store
+from tests.app.support import png_bytes
 from tests.helpers import ServiceProcess, running_service, wait_for_status
 from tests.store.postgres_db import fresh_database
 from tests.supervisor.support import (
@@ -86,6 +88,16 @@ def test_jobs_submitted_together_run_in_one_call_and_a_failed_slot_fails_alone(
     assert [store.get(job_id).attempts for job_id in ids] == [1, 1, 1]
     for body in (x, y):  # the batch's one progress reporter reached every job
         assert body["progress"] >= 0.9 and body["message"] == "almost", body
+
+
+def test_media_arrive_as_lists_of_media_objects(client: httpx.Client) -> None:
+    images = [base64.b64encode(png_bytes(side)).decode() for side in (4, 7)]
+    ids = submit_all(client, "/shapes", [{"image": image} for image in images])
+    for job_id, side, image in zip(ids, (4, 7), images, strict=True):
+        body = wait_terminal(client, job_id)
+        assert body["status"] == "finished", body
+        assert body["result"]["shape"] == [side, side, 3] and body["result"]["batch"] == 2
+        assert body["result"]["same"]["content"] == image  # a media result of its own job
 
 
 def test_a_batch_that_raises_fails_every_job_with_its_error(

@@ -1,0 +1,58 @@
+"""Declaring batched endpoints, and a batched endpoint in synchronous mode (a batch of
+one per request)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from media_toolkit import ImageFile
+
+from apipod import APIPod
+from tests.app.support import png_bytes, served
+
+
+def test_a_batched_function_takes_lists_and_clients_send_one_item() -> None:
+    app = APIPod()
+
+    @app.endpoint("/embed", batch_size=4, batch_wait_ms=20)
+    def embed(text: list[str], image: list[ImageFile], scale: list[float] = 1.0) -> list:  # type: ignore[assignment]
+        return text
+
+    spec = app.endpoints["/embed"]
+    assert (spec.batch_size, spec.batch_wait_ms, spec.batched) == (4, 20, True)
+    params = {p.name: p for p in spec.params}
+    assert params["text"].annotation is str and not params["text"].is_list
+    assert params["image"].media_cls is ImageFile and params["scale"].default == 1.0
+    assert app.endpoints["/embed"].input_model.model_json_schema()["properties"]["text"] == {
+        "title": "Text",
+        "type": "string",
+    }
+
+
+def test_batch_options_are_checked_at_decoration() -> None:
+    app = APIPod()
+    with pytest.raises(TypeError, match="annotate 'text' as list"):
+
+        @app.endpoint("/a", batch_size=2)
+        def a(text: str) -> list:
+            return [text]
+
+    for size in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="Invalid batch_size"):
+            app.endpoint("/b", batch_size=size)(lambda text: text)
+    with pytest.raises(ValueError, match="Invalid batch_wait_ms"):
+        app.endpoint("/c", batch_size=2, batch_wait_ms=-1)(lambda text: text)
+    assert "/a" not in app.endpoints and "/b" not in app.endpoints
+
+
+def test_a_batched_endpoint_answers_synchronously_as_a_batch_of_one() -> None:
+    image = base64.b64encode(png_bytes(6)).decode()
+    with served("sync_batch") as client:
+        response = client.post("/measure", json={"image": image, "label": "cat"})
+        assert response.status_code == 200, response.text
+        assert response.json() == {"label": "cat", "shape": [6, 6, 3], "batch": 1}
+        failed = client.post("/measure", json={"image": image, "label": "bad"})
+        assert failed.status_code == 500  # as any endpoint that raises (details in the log)
+        missing = client.post("/measure", json={"label": "cat"})
+        assert missing.status_code == 422

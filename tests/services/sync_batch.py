@@ -1,0 +1,21 @@
+"""Fixture: a batched endpoint with a media parameter, served synchronously (a batch of
+one per request) or from the queue."""
+
+from __future__ import annotations
+
+from media_toolkit import ImageFile
+
+from apipod import APIPod
+
+app = APIPod(title="sync-batch")
+
+
+@app.endpoint("/measure", batch_size=8, batch_wait_ms=50)
+def measure(image: list[ImageFile], label: list[str]) -> list:
+    """Each image's shape with its label; the label ``bad`` fails its own job."""
+    return [
+        ValueError("bad label")
+        if text == "bad"
+        else {"label": text, "shape": list(img.to_np_array().shape), "batch": len(label)}
+        for img, text in zip(image, label, strict=True)
+    ]
