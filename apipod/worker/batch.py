@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 #: How often a worker filling a batch looks for more jobs (wake-ups are only hints).
 FILL_POLL_S = 0.005
+#: After a wait that brought no job, a worker skips the wait for this endpoint (so a lone
+#: client is not slowed down by ``batch_wait_ms``) except every PROBE_EVERY-th batch.
+PROBE_EVERY = 8
 
 
 class Batcher:
@@ -56,6 +59,7 @@ class Batcher:
         self._worker_id = worker_id
         self._lease_s = lease_s
         self._stop = stop
+        self._fruitless: dict[str, int] = {}  # per endpoint: waits that brought no job
 
     @staticmethod
     def wanted(app: APIPod) -> bool:
@@ -66,13 +70,30 @@ class Batcher:
     def claim(self) -> list[Job]:
         """The next batch (or single job), in queue order; empty when nothing is queued.
         When fewer than ``batch_size`` jobs were queued, waits for more until the oldest
-        job has waited ``batch_wait_ms``, unless another endpoint's jobs are waiting."""
-        jobs = self._store.claim_batch(self._worker_id, self._lease_s, self._sizes)
-        spec = self._specs.get(jobs[0].endpoint) if jobs else None
+        job has waited ``batch_wait_ms``, unless another endpoint's jobs are waiting or
+        the last wait for this endpoint brought none (see PROBE_EVERY)."""
+        while claimed := self._store.claim_batch(self._worker_id, self._lease_s, self._sizes):
+            jobs = self._grow(claimed)
+            if jobs:  # else every job was cancelled while the batch filled: claim again
+                return jobs
+        return []
+
+    def _grow(self, jobs: list[Job]) -> list[Job]:
+        spec = self._specs.get(jobs[0].endpoint)
         if spec is None or not spec.batched or len(jobs) >= spec.batch_size:
             return jobs
         if jobs[0].attempts > 1:
             return jobs  # a retry after a crash or a lost lease runs alone (see claim_batch)
+        fruitless = self._fruitless.get(spec.path, 0)
+        if fruitless % PROBE_EVERY:
+            self._fruitless[spec.path] = fruitless + 1
+            return jobs
+        claimed = len(jobs)
+        jobs = self._fill(spec, jobs)
+        self._fruitless[spec.path] = 0 if len(jobs) > claimed else fruitless + 1
+        return self._still_ours(jobs)
+
+    def _fill(self, spec: EndpointSpec, jobs: list[Job]) -> list[Job]:
         deadline = time.monotonic() + _wait_left(jobs[0], spec.batch_wait_ms / 1000)
         while len(jobs) < spec.batch_size and not self._stop.is_set():
             left = deadline - time.monotonic()
@@ -87,6 +108,17 @@ class Batcher:
             except StoreUnavailable:
                 break  # told to stop meanwhile: the jobs claimed so far run
         return jobs
+
+    def _still_ours(self, jobs: Sequence[Job]) -> list[Job]:
+        """The jobs this worker still owns after the batch filled (a heartbeat, which
+        also renews the lease); a job cancelled meanwhile is dropped from the batch."""
+        kept = []
+        for job in jobs:
+            if self._store.heartbeat(job.id, self._worker_id, self._lease_s):
+                kept.append(job)
+            else:
+                logger.info("job %s left batch %s before it started", job.id, job.batch_id)
+        return kept
 
     def _others_waiting(self, path: str) -> bool:
         """Whether jobs of this worker's other endpoints are queued (they must not wait
@@ -127,7 +159,7 @@ class BatchRun:
     def run(self, jobs: Sequence[Job]) -> None:
         calls: list[dict[str, Any]] = []
         ready: list[Job] = []
-        for job in self._still_ours(jobs):
+        for job in jobs:
             try:
                 calls.append(self._runner.arguments(self._spec, job.inputs))
                 ready.append(job)
@@ -156,17 +188,6 @@ class BatchRun:
             for job, watch, result in zip(ready, watches, results, strict=True):
                 watch.flush()
                 self._settle(job, result)
-
-    def _still_ours(self, jobs: Sequence[Job]) -> list[Job]:
-        """The jobs this worker still owns (a heartbeat, which also renews the lease
-        after the batch filled); a job cancelled meanwhile is dropped."""
-        kept = []
-        for job in jobs:
-            if self._store.heartbeat(job.id, self._worker_id, self._lease_s):
-                kept.append(job)
-            else:
-                logger.info("job %s left batch %s before it started", job.id, job.batch_id)
-        return kept
 
     def _call(self, calls: list[dict[str, Any]], progress: BatchProgress) -> list[Any]:
         kwargs = batch_arguments(self._spec, calls)
