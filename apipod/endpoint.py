@@ -188,7 +188,7 @@ def build_spec(func: Callable[..., Any], path: str, **options: Any) -> EndpointS
             progress_param = name
             continue
         if batched:
-            annotation = _per_job_annotation(func, name, annotation)
+            annotation = _per_job_annotation(func, path, name, annotation)
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             raise EndpointDefinitionError(
                 f"endpoint {path} ({func.__name__}): *args/**kwargs are not supported"
@@ -202,24 +202,27 @@ def build_spec(func: Callable[..., Any], path: str, **options: Any) -> EndpointS
 
 
 def check_batch_options(batch_size: Any, batch_wait_ms: Any) -> None:
-    """Raise ValueError unless ``batch_size`` is an int >= 1 and ``batch_wait_ms`` >= 0."""
+    """Raise EndpointDefinitionError unless ``batch_size`` is an int >= 1 and
+    ``batch_wait_ms`` is at least 0."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"Invalid batch_size {batch_size!r}: a whole number of jobs, at least 1")
+        raise EndpointDefinitionError(
+            f"Invalid batch_size {batch_size!r}: a whole number of jobs, at least 1"
+        )
     if not isinstance(batch_wait_ms, (int, float)) or not 0 <= batch_wait_ms < 3_600_000:
-        raise ValueError(
+        raise EndpointDefinitionError(
             f"Invalid batch_wait_ms {batch_wait_ms!r}: milliseconds, at least 0, under an hour"
         )
 
 
-def _per_job_annotation(func: Callable[..., Any], name: str, annotation: Any) -> Any:
+def _per_job_annotation(func: Callable[..., Any], path: str, name: str, annotation: Any) -> Any:
     """A batched function takes ``list[T]`` per parameter; each job sends one ``T``."""
     if annotation is Any:
         return Any
     if typing.get_origin(annotation) in (list, Sequence):
         args = typing.get_args(annotation)
         return args[0] if args else Any
-    raise TypeError(
-        f"endpoint {func.__name__} is batched: it receives one list per parameter, so "
+    raise EndpointDefinitionError(
+        f"endpoint {path} ({func.__name__}) is batched: it receives one list per parameter, so "
         f"annotate {name!r} as list[...] (each job sends one item), not {annotation!r}"
     )
 

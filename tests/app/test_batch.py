@@ -9,6 +9,7 @@ import pytest
 from media_toolkit import ImageFile
 
 from apipod import APIPod
+from apipod.errors import EndpointDefinitionError
 from tests.app.support import png_bytes, served
 
 
@@ -32,16 +33,16 @@ def test_a_batched_function_takes_lists_and_clients_send_one_item() -> None:
 
 def test_batch_options_are_checked_at_decoration() -> None:
     app = APIPod()
-    with pytest.raises(TypeError, match="annotate 'text' as list"):
+    with pytest.raises(EndpointDefinitionError, match="annotate 'text' as list"):
 
         @app.endpoint("/a", batch_size=2)
         def a(text: str) -> list:
             return [text]
 
     for size in (0, -1, 1.5, True):
-        with pytest.raises(ValueError, match="Invalid batch_size"):
+        with pytest.raises(EndpointDefinitionError, match="Invalid batch_size"):
             app.endpoint("/b", batch_size=size)(lambda text: text)
-    with pytest.raises(ValueError, match="Invalid batch_wait_ms"):
+    with pytest.raises(EndpointDefinitionError, match="Invalid batch_wait_ms"):
         app.endpoint("/c", batch_size=2, batch_wait_ms=-1)(lambda text: text)
     assert "/a" not in app.endpoints and "/b" not in app.endpoints
 
