@@ -214,15 +214,16 @@ class WorkerSlot:
         late = [job_id for job_id, job in self.jobs.items() if job.deadline and now > job.deadline]
         if not late:
             return []
+        killing = len(late) == len(self.jobs)  # else a batch goes on for its other jobs
+        outcome = "worker killed" if killing else "its batch goes on"
         decisions: list[Decision] = []
         for job_id in late:  # the time-out settles the job: no release
             error = f"job exceeded its timeout of {self.jobs.pop(job_id).timeout_s:g} s"
-            done = _log_if(f"job {job_id} timed out on worker {worker.worker_id}")
+            done = _log_if(f"job {job_id} timed out on worker {worker.worker_id}; {outcome}")
             decisions.append(StoreCall("time_out", (job_id, worker.worker_id, error), done))
-        if self.jobs:  # a batch goes on for its jobs with time left
+        if not killing:
             return decisions
         self.recycling = True  # killed on purpose: replaced at once, not backed off
-        logger.warning("worker %s: its job(s) timed out; killing it", worker.worker_id)
         return [Kill(error), *decisions]
 
     def check_jobs(self, rows: Sequence[Job | None], now: float, grace_s: float) -> list[Decision]:
