@@ -157,14 +157,8 @@ class BatchRun:
         self._lease_s = lease_s
 
     def run(self, jobs: Sequence[Job]) -> None:
-        calls: list[dict[str, Any]] = []
-        ready: list[Job] = []
-        for job in jobs:
-            try:
-                calls.append(self._runner.arguments(self._spec, job.inputs))
-                ready.append(job)
-            except Exception as exc:  # bad stored inputs fail their job only
-                self._fail(job, exc)
+        """Call the function once for every job whose inputs load; store each outcome."""
+        ready, calls = self._arguments(jobs)
         if not ready:
             return
         batch = ready[0].batch_id
@@ -181,13 +175,22 @@ class BatchRun:
                 return
             except Exception as exc:
                 logger.exception("batch %s failed (%d jobs)", batch, len(ready))
-                for job, watch in zip(ready, watches, strict=True):
-                    watch.flush()
-                    self._fail(job, exc)
-                return
+                results = [exc] * len(ready)  # the call's error is every job's error
             for job, watch, result in zip(ready, watches, results, strict=True):
                 watch.flush()
                 self._settle(job, result)
+
+    def _arguments(self, jobs: Sequence[Job]) -> tuple[list[Job], list[dict[str, Any]]]:
+        """The jobs whose stored inputs load, and their arguments; the others fail."""
+        ready: list[Job] = []
+        calls: list[dict[str, Any]] = []
+        for job in jobs:
+            try:
+                calls.append(self._runner.arguments(self._spec, job.inputs))
+                ready.append(job)
+            except Exception as exc:  # bad stored inputs fail their job only
+                self._fail(job, exc)
+        return ready, calls
 
     def _call(self, calls: list[dict[str, Any]], progress: BatchProgress) -> list[Any]:
         kwargs = batch_arguments(self._spec, calls)

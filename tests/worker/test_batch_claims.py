@@ -1,4 +1,5 @@
-"""How a worker fills a batch: on a real SQLite store, the Batcher of a real app."""
+"""How a worker fills and runs a batch: on a real SQLite store, the Batcher of a real app
+(in this process)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,10 @@ def batcher_for(store: JobStore, wait_ms: float) -> Batcher:
     @app.endpoint("/f")
     def f(x: int) -> int:
         return x
+
+    @app.endpoint("/short", batch_size=4)
+    def short(x: list[int]) -> list:
+        return x[:-1]  # one result too few
 
     runner = JobRunner(app, store, "w1", 30)
     return Batcher(app, store, runner, "w1", 30, threading.Event())
@@ -106,3 +111,24 @@ def test_after_a_wait_that_brought_nothing_the_wait_is_skipped_then_probed(
         assert endpoints == ["/e"]
         waits.append(took >= 0.25)
     assert waits == [True] + [False] * (PROBE_EVERY - 1) + [True]
+
+
+def test_a_job_whose_stored_inputs_do_not_validate_fails_alone(store: JobStore) -> None:
+    batcher = batcher_for(store, wait_ms=0)
+    ids = [store.enqueue("/e", {"x": x}, queue_size=9, max_attempts=1).id for x in (1, "no", 3)]
+    jobs = batcher.claim()
+    assert [job.id for job in jobs] == ids
+    batcher.run(jobs)
+    first, bad, last = (store.get(job_id) for job_id in ids)
+    assert (first.status, first.result, last.status, last.result) == ("finished", 1, "finished", 3)
+    assert bad.status == "failed" and "x" in bad.error
+
+
+def test_a_result_list_of_the_wrong_length_fails_every_job(store: JobStore) -> None:
+    batcher = batcher_for(store, wait_ms=0)
+    ids = [enqueue(store, "/short", x) for x in range(3)]
+    batcher.run(batcher.claim())
+    for job_id in ids:
+        job = store.get(job_id)
+        assert job.status == "failed" and job.attempts == 1
+        assert job.error.startswith("BatchResultError: batched endpoint short returned 2 results")
