@@ -37,6 +37,10 @@ def batcher_for(store: JobStore, wait_ms: float) -> Batcher:
     def f(x: int) -> int:
         return x
 
+    @app.endpoint("/async", batch_size=4)
+    async def doubled(x: list[int]) -> list:
+        return [2 * item for item in x]
+
     @app.endpoint("/short", batch_size=4)
     def short(x: list[int]) -> list:
         return x[:-1]  # one result too few
@@ -132,3 +136,10 @@ def test_a_result_list_of_the_wrong_length_fails_every_job(store: JobStore) -> N
         job = store.get(job_id)
         assert job.status == "failed" and job.attempts == 1
         assert job.error.startswith("BatchResultError: batched endpoint short returned 2 results")
+
+
+def test_an_async_batched_function_runs_on_the_workers_event_loop(store: JobStore) -> None:
+    batcher = batcher_for(store, wait_ms=0)
+    ids = [enqueue(store, "/async", x) for x in range(3)]
+    batcher.run(batcher.claim())
+    assert [store.get(job_id).result for job_id in ids] == [0, 2, 4]
