@@ -61,6 +61,11 @@ class EndpointSpec:
 
     def __post_init__(self) -> None:
         check_batch_options(self.batch_size, self.batch_wait_ms)
+        if self.batched and self.is_stream:
+            raise EndpointDefinitionError(
+                f"endpoint {self.path} ({self.name}): a generator endpoint streams one job's"
+                " chunks and cannot be batched; drop batch_size or return a list"
+            )
         fields = {
             p.name: (p.value_annotation, _field_default(p))
             for p in self.params

@@ -4,6 +4,7 @@ one per request)."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 
 import pytest
 from media_toolkit import ImageFile
@@ -44,7 +45,13 @@ def test_batch_options_are_checked_at_decoration() -> None:
             app.endpoint("/b", batch_size=size)(lambda text: text)
     with pytest.raises(EndpointDefinitionError, match="Invalid batch_wait_ms"):
         app.endpoint("/c", batch_size=2, batch_wait_ms=-1)(lambda text: text)
-    assert "/a" not in app.endpoints and "/b" not in app.endpoints
+    with pytest.raises(EndpointDefinitionError, match="cannot be batched"):
+
+        @app.endpoint("/d", batch_size=2)
+        def d(text: list[str]) -> Iterator[str]:
+            yield from text
+
+    assert not {"/a", "/b", "/c", "/d"} & set(app.endpoints)
 
 
 def test_a_batched_endpoint_answers_synchronously_as_a_batch_of_one() -> None:
