@@ -125,7 +125,8 @@ def test_a_job_whose_stored_inputs_do_not_validate_fails_alone(store: JobStore) 
     batcher.run(jobs)
     first, bad, last = (store.get(job_id) for job_id in ids)
     assert (first.status, first.result, last.status, last.result) == ("finished", 1, "finished", 3)
-    assert bad.status == "failed" and "x" in bad.error
+    assert bad.status == "failed" and bad.error.startswith("InputValidationError: ")
+    assert "Traceback" in bad.traceback  # for operators, never over HTTP
 
 
 def test_a_result_list_of_the_wrong_length_fails_every_job(store: JobStore) -> None:
