@@ -139,7 +139,7 @@ def fetch_url(
 def check_url(url: str, policy: UrlPolicy) -> None:
     """Raise :class:`MediaError` now for a URL that ``policy`` refuses (scheme,
     credentials, a host that resolves to an address not allowed), as a request would."""
-    job = _Job(policy, None, time.monotonic() + policy.timeout_s, threading.Event())
+    job = _Job.unbound(policy)
     _allowed_addresses(_parse_url(url, job), job)
 
 
@@ -147,7 +147,7 @@ def post_url(url: str, policy: UrlPolicy, body: bytes, headers: dict[str, str]) 
     """POST ``body`` to ``url`` behind the same guard as downloads (the address is checked,
     then used; redirects are not followed); the response's status code. Raises
     :class:`MediaError` when the URL is refused or the request fails or times out."""
-    job = _Job(policy, None, time.monotonic() + policy.timeout_s, threading.Event())
+    job = _Job.unbound(policy)
     parsed = _parse_url(url, job)
     addresses = _allowed_addresses(parsed, job)
     request = {"method": "POST", "content": body, "headers": headers}
@@ -164,6 +164,13 @@ class _Job:
     deadline: float
     cancelled: threading.Event
     max_bytes: int
+
+    @classmethod
+    def unbound(cls, policy: UrlPolicy) -> _Job:
+        """A call that belongs to no media input (a webhook): the policy's own limits."""
+        return cls(
+            policy, None, time.monotonic() + policy.timeout_s, threading.Event(), policy.max_bytes
+        )
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
