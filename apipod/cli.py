@@ -54,6 +54,11 @@ def _add_start(commands: Any) -> None:
     start.add_argument("--data-dir", help="where the job store and media files live")
     start.add_argument("--database-url", help="job store URL (default: SQLite in data dir)")
     start.add_argument(
+        "--api-key",
+        help="require 'Authorization: Bearer KEY' on every route but /health "
+        "(APIPOD_API_KEY keeps the key out of the process list)",
+    )
+    start.add_argument(
         "--role", choices=["all", "api", "workers"], help="which processes this box runs"
     )
     start.add_argument(
@@ -90,6 +95,7 @@ def _start(args: argparse.Namespace) -> int:
             "gpus",
             "data_dir",
             "database_url",
+            "api_key",
             "role",
             "log_level",
         )

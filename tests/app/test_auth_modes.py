@@ -29,10 +29,6 @@ WRONG = [
 ]
 SERVICE = str(SERVICES / "auth_routes.py")
 MEANS = ("constructor", "start", "cli", "env")
-FAILS_ON_MAIN = {
-    ("dedicated", "cli"): "issue 10: apipod start has no --api-key flag yet",
-    ("serverless", "cli"): "issue 10: apipod start has no --api-key flag yet",
-}
 
 
 def start_service(tmp_path: Path, compute: str, means: str) -> ServiceProcess:
@@ -122,9 +118,7 @@ def cases() -> list[Any]:
     params = []
     for compute in ("dedicated", "serverless"):
         for means in MEANS:
-            reason = FAILS_ON_MAIN.get((compute, means))
-            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-            params.append(pytest.param(compute, means, marks=marks, id=f"{compute}-{means}"))
+            params.append(pytest.param(compute, means, id=f"{compute}-{means}"))
     return params
 
 
