@@ -22,6 +22,7 @@ from apipod.errors import ConfigError
 COMPUTE_MODES = ("dedicated", "serverless")
 PROVIDERS = ("localhost",)
 ROLES = ("all", "api", "workers")
+RESULT_IMAGE_FORMATS = ("png", "jpeg")
 DEPLOY_FILE = Path("apipod-deploy") / "apipod.json"
 
 
@@ -67,6 +68,8 @@ class Config:
     max_inflight_mb: float = 256.0
     #: Bytes of job inputs and media the store may hold; past it, submits get a 507.
     max_stored_mb: float = 100_000.0
+    inline_result_max_mb: float = 8.0
+    result_image_format: str = "png"
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -234,6 +237,17 @@ def _validate(config: Config) -> None:
     if config.max_upload_file_size_mb <= 0:
         raise ConfigError("max_upload_file_size_mb must be positive")
     _validate_gpus(config.gpus)
+    _validate_results(config)
+
+
+def _validate_results(config: Config) -> None:
+    if config.inline_result_max_mb < 0:
+        raise ConfigError("inline_result_max_mb must not be negative")
+    if config.result_image_format not in RESULT_IMAGE_FORMATS:
+        raise ConfigError(
+            f"result_image_format must be one of {RESULT_IMAGE_FORMATS}, "
+            f"got {config.result_image_format!r}"
+        )
 
 
 def _validate_gpus(gpus: str) -> None:

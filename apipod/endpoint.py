@@ -51,6 +51,7 @@ class EndpointSpec:
     queue_size: int | None = None
     use_queue: bool | None = None
     job_timeout: float | None = None
+    result_image_format: str | None = None
     summary: str | None = None
     tags: list[str] | None = None
     #: Jobs run together in one call (1: one job per call); see :func:`batch_arguments`.

@@ -238,3 +238,12 @@ def test_unknown_deploy_key_stops_apipod(clean_env: pytest.MonkeyPatch, tmp_path
     deploy_file(tmp_path, {"queue": {"bogus": 1}})
     with pytest.raises(ConfigError, match="unknown setting"):
         APIPod()
+
+
+def test_result_settings_are_checked() -> None:
+    config = Config.load(env={"APIPOD_INLINE_RESULT_MAX_MB": "2.5"}, deploy_file=Path("none"))
+    assert (config.inline_result_max_mb, config.result_image_format) == (2.5, "png")
+    with pytest.raises(ConfigError, match="result_image_format must be one of"):
+        Config.load(env={"APIPOD_RESULT_IMAGE_FORMAT": "gif"}, deploy_file=Path("none"))
+    with pytest.raises(ConfigError, match="inline_result_max_mb must not be negative"):
+        Config.load({"inline_result_max_mb": -1}, env={}, deploy_file=Path("none"))

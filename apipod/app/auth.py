@@ -15,6 +15,8 @@ from collections.abc import Callable
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from apipod.app.signing import has_valid_signature
+
 OPEN_PATHS = frozenset({"/health", "/dashboard"})  # the dashboard page holds no data
 UNAUTHORIZED = "missing or wrong API key: send 'Authorization: Bearer <key>'"
 
@@ -51,7 +53,14 @@ class ApiKeyMiddleware:
             scope["type"] != "http"
             or scope["path"] in OPEN_PATHS
             or has_valid_key(scope, self._key_of())
+            or self._signed(scope)
         ):
             await self.app(scope, receive, send)
             return
         await unauthorized_response()(scope, receive, send)
+
+    def _signed(self, scope: Scope) -> bool:
+        # A file URL from a JobResult carries its own expiring signature (signing.py).
+        key = self._key_of()
+        query = scope.get("query_string", b"")
+        return bool(key) and has_valid_signature(key, scope["path"], query)

@@ -22,12 +22,13 @@ from apipod.errors import MediaError, StorageFull
 from apipod.media.convert import (
     MediaBudget,
     MediaPayload,
+    apply_annotation,
     build_media,
     encode_result,
     read_media,
 )
 from apipod.media.fetch import UrlPolicy
-from apipod.payload import FILE_KEY, media_arguments
+from apipod.payload import encode_inputs, media_arguments, return_annotation
 from apipod.progress import JobProgress
 from apipod.store.base import Job, JobStore
 
@@ -100,21 +101,29 @@ def media_objects(spec: EndpointSpec, payloads: dict[str, Any]) -> dict[str, Any
     return media_arguments(spec, payloads, lambda param, p: build_media(p, param.media_cls))
 
 
-async def call_endpoint(spec: EndpointSpec, kwargs: dict[str, Any], progress: JobProgress) -> Any:
-    """Run the function (async directly, sync in the thread pool); return JSON-able.
-    A batched endpoint runs as a batch of one."""
+async def call_endpoint(
+    spec: EndpointSpec, kwargs: dict[str, Any], progress: JobProgress, image_format: str = "png"
+) -> Any:
+    """Run the function (async directly, sync in the thread pool); return JSON-able, the
+    return annotation deciding how files are encoded. A batched endpoint runs as a batch
+    of one."""
     if spec.batched:
         kwargs = batch_arguments(spec, [kwargs])
     if spec.progress_param:
         kwargs[spec.progress_param] = progress
     if spec.is_async:
         result = _only_result(spec, await spec.func(**kwargs))
-        return await run_in_threadpool(encode_result, result)
-    return await run_in_threadpool(_call_and_encode, spec, kwargs)
+        return await run_in_threadpool(_encode, spec, result, image_format)
+    return await run_in_threadpool(_call_and_encode, spec, kwargs, image_format)
 
 
-def _call_and_encode(spec: EndpointSpec, kwargs: dict[str, Any]) -> Any:
-    return encode_result(_only_result(spec, spec.func(**kwargs)))
+def _call_and_encode(spec: EndpointSpec, kwargs: dict[str, Any], image_format: str) -> Any:
+    return _encode(spec, _only_result(spec, spec.func(**kwargs)), image_format)
+
+
+def _encode(spec: EndpointSpec, result: Any, image_format: str) -> Any:
+    annotation = Any if spec.batched else return_annotation(spec)
+    return encode_result(apply_annotation(result, annotation, image_format))
 
 
 def _only_result(spec: EndpointSpec, result: Any) -> Any:
@@ -140,10 +149,8 @@ def submit_job(
     """Persist media files, then the job row (with ``job_id``, or a new id). Runs in a
     worker thread (blocking I/O)."""
     job_id = job_id or uuid.uuid4().hex
-    inputs = {name: encode_result(value) for name, value in values.items()}
     try:
-        for name, payload in payloads.items():
-            inputs[name] = _store_payload(store, job_id, name, payload)
+        inputs = encode_inputs(store, job_id, values, payloads)
     except OSError as exc:  # a full disk, a read-only data dir: nothing was accepted
         store.discard_files(job_id)
         logger.error("could not store the media of a %s job: %s", spec.path, exc)
@@ -160,14 +167,3 @@ def submit_job(
     except BaseException:
         store.discard_files(job_id)
         raise
-
-
-def _store_payload(store: JobStore, job_id: str, name: str, payload: Any) -> Any:
-    if payload is None:
-        return None
-    if isinstance(payload, list):
-        return [_store_payload(store, job_id, f"{name}-{i}", p) for i, p in enumerate(payload)]
-    if not isinstance(payload.data, bytes):
-        payload.data.seek(0)
-    ref = store.put_file(job_id, name, payload.data)
-    return {FILE_KEY: ref, "file_name": payload.file_name, "content_type": payload.content_type}

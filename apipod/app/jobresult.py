@@ -1,37 +1,66 @@
-"""The JobResult JSON of DESIGN §4 (null fields omitted), built from a stored job."""
+"""The JobResult JSON of DESIGN §4 (null fields omitted), built from a stored job.
+
+Stored files in a result become FileModel dicts through a ``render_file`` callback
+(:class:`apipod.payload.FileRenderer`: inline base64, streamed base64, or the file's URL
+made by :func:`file_url`).
+"""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
-from apipod.payload import FILE_KEY
+from starlette.requests import Request
+
+from apipod.app.signing import signed_query
+from apipod.endpoint import InputValidationError
+from apipod.payload import RenderFile, StoredMedia, decode, stored_files
 from apipod.store.base import Job
 
+INLINE_MODES = ("auto", "all", "none")
 
-def job_result(job: Job, read_file: Callable[[str], bytes]) -> dict[str, Any]:
+
+def job_result(job: Job, render_file: RenderFile | None = None) -> dict[str, Any]:
     """``{"job_id", "status", "result", "error", "progress", "message", "metrics",
-    "links"}`` with null fields left out. Stored media become FileModel dicts."""
+    "links"}`` with null fields left out. Stored files become what ``render_file`` makes
+    of them (by default a FileModel without content)."""
     out: dict[str, Any] = {"job_id": job.id, "status": job.status.value}
     if job.result is not None:
-        out["result"] = resolve_files(job.result, read_file)
+        out["result"] = decode(job.result, render_file or _bare_file_model)
     for key in ("error", "progress", "message"):
         value = getattr(job, key)
         if value is not None:
             out[key] = value
     out["metrics"] = _metrics(job)
-    out["links"] = {
-        "status": f"/status/{job.id}",
-        "cancel": f"/cancel/{job.id}",
-        "stream": f"/stream/{job.id}",
-    }
+    out["links"] = _links(job)
     return out
 
 
 def not_found(job_id: str, error: str) -> dict[str, Any]:
     return {"job_id": job_id, "status": "not_found", "error": error}
+
+
+def file_path(job_id: str, name: str) -> str:
+    """The route of a stored file: ``/files/<job_id>/<name>``."""
+    return f"/files/{job_id}/{name}"
+
+
+def _links(job: Job) -> dict[str, Any]:
+    links: dict[str, Any] = {
+        "status": f"/status/{job.id}",
+        "cancel": f"/cancel/{job.id}",
+        "stream": f"/stream/{job.id}",
+    }
+    names = [m.name for m in stored_files(job.inputs) + stored_files(job.result)]
+    if names:
+        links["files"] = [file_path(job.id, name) for name in dict.fromkeys(names)]
+    return links
+
+
+def _bare_file_model(media: StoredMedia) -> dict[str, Any]:
+    return {"file_name": media.file_name, "content_type": media.content_type, "content": None}
 
 
 def _metrics(job: Job) -> dict[str, Any]:
@@ -52,33 +81,23 @@ def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def has_files(value: Any) -> bool:
-    """Whether a stored result refers to stored files (reading them is blocking I/O)."""
-    if isinstance(value, dict):
-        return FILE_KEY in value or any(has_files(v) for v in value.values())
-    if isinstance(value, list):
-        return any(has_files(v) for v in value)
-    return False
+# --- file URLs in a JobResult ------------------------------------------------------------------
+def file_url(base_url: str, api_key: str | None, ttl_s: float) -> Callable[[StoredMedia], str]:
+    """The absolute URL of a stored file's route, signed and expiring when there is a key."""
+
+    def url_of(media: StoredMedia) -> str:
+        # Signed over the path as the server sees it (decoded); sent percent-encoded.
+        path = file_path(media.job_id, media.name)
+        query = f"?{signed_query(api_key, path, ttl_s)}" if api_key else ""
+        return f"{base_url.rstrip('/')}{quote(path)}{query}"
+
+    return url_of
 
 
-def resolve_files(value: Any, read_file: Callable[[str], bytes]) -> Any:
-    """Replace stored-file references in a result with FileModel dicts."""
-    if isinstance(value, dict):
-        if FILE_KEY in value:
-            return _file_model(value, read_file)
-        return {k: resolve_files(v, read_file) for k, v in value.items()}
-    if isinstance(value, list):
-        return [resolve_files(v, read_file) for v in value]
-    return value
-
-
-def _file_model(ref: dict[str, Any], read_file: Callable[[str], bytes]) -> dict[str, Any]:
-    try:
-        content: str | None = base64.b64encode(read_file(ref[FILE_KEY])).decode("ascii")
-    except FileNotFoundError:
-        content = None
-    return {
-        "file_name": ref.get("file_name") or "file",
-        "content_type": ref.get("content_type") or "application/octet-stream",
-        "content": content,
-    }
+def inline_mode(request: Request | None) -> str:
+    """The ``inline`` query parameter: ``auto`` (the default), ``all`` or ``none``."""
+    mode = request.query_params.get("inline", "auto") if request is not None else "auto"
+    if mode not in INLINE_MODES:
+        error = {"type": "literal_error", "loc": ["query", "inline"], "input": mode[:100]}
+        raise InputValidationError([{**error, "msg": f"inline must be one of {INLINE_MODES}"}])
+    return mode

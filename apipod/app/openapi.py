@@ -1,30 +1,48 @@
 """OpenAPI for endpoints whose body we parse ourselves (JSON, urlencoded or multipart).
 
-Swagger UI shows an upload button per media parameter (multipart, ``format: binary``) and
-a JSON/form body for the rest. ``job_progress`` is never part of the schema.
+Media parameters are described in every request body: in multipart as a binary part
+(``format: binary``: Swagger UI shows an upload button), in JSON and urlencoded bodies as
+``anyOf`` a FileModel component titled per media kind (``ImageFileModel``, ...: how
+fastsdk and apipod-registry recognise file parameters) and a string (base64, ``data:``
+URL or http(s) URL). Endpoints with media list multipart first. Queued endpoints document
+``wait`` and ``inline`` and answer a JobResult. ``job_progress`` is never in the schema.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from media_toolkit import AudioFile, ImageFile, VideoFile
+
 from apipod.endpoint import EndpointSpec, Param
 
-_MEDIA_JSON = {
+_MEDIA_STRING = {
     "type": "string",
     "description": "base64 string, data: URL, or http(s) URL of the file",
 }
 _BINARY = {"type": "string", "format": "binary"}
+_FILE_MODEL_KINDS = ((ImageFile, "ImageFileModel"), (AudioFile, "AudioFileModel"))
+_FILE_MODEL_KINDS += ((VideoFile, "VideoFileModel"),)
 
-FILE_MODEL_SCHEMA = {
-    "title": "FileModel",
-    "type": "object",
-    "properties": {
-        "file_name": {"type": "string"},
-        "content_type": {"type": "string"},
-        "content": {"type": "string", "description": "base64-encoded bytes"},
-    },
-    "required": ["file_name", "content_type", "content"],
+
+def _file_model_schema(title: str) -> dict[str, Any]:
+    return {
+        "title": title,
+        "type": "object",
+        "description": "A file: its name, content type, and content as base64 (or, in "
+        "results above inline_result_max_mb, an absolute URL to fetch it from)",
+        "properties": {
+            "file_name": {"type": "string"},
+            "content_type": {"type": "string"},
+            "content": {"type": "string", "description": "base64-encoded bytes, or a URL"},
+        },
+        "required": ["file_name", "content_type", "content"],
+    }
+
+
+FILE_MODEL_SCHEMAS = {
+    title: _file_model_schema(title)
+    for title in ["FileModel", *(name for _, name in _FILE_MODEL_KINDS)]
 }
 
 JOB_RESULT_SCHEMA = {
@@ -41,7 +59,20 @@ JOB_RESULT_SCHEMA = {
         "progress": {"type": "number", "minimum": 0, "maximum": 1},
         "message": {"type": "string"},
         "metrics": {"type": "object", "additionalProperties": True},
-        "links": {"type": "object", "additionalProperties": {"type": "string"}},
+        "links": {
+            "type": "object",
+            "properties": {
+                "status": {"type": "string"},
+                "cancel": {"type": "string"},
+                "stream": {"type": "string"},
+                "files": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "/files/<job_id>/<name> of every stored input and result",
+                },
+            },
+            "additionalProperties": True,
+        },
     },
     "required": ["job_id", "status"],
 }
@@ -57,9 +88,12 @@ def operation_extra(
     properties: dict[str, Any] = dict(schema.get("properties", {}))
     required = [p.name for p in spec.params if p.required]
     extra: dict[str, Any] = {"responses": _responses(queued)}
+    query = _queue_parameters() if queued else []
     if method == "GET":
-        extra["parameters"] = _query_parameters(spec, properties, required)
+        extra["parameters"] = _query_parameters(spec, properties, required) + query
         return extra, components
+    if query:
+        extra["parameters"] = query
     extra["requestBody"] = _request_body(spec, properties, required)
     _document_original_shapes(extra["requestBody"], spec, properties, components)
     return extra, components
@@ -71,14 +105,57 @@ def _request_body(
     json_props = dict(properties)
     form_props = dict(properties)
     for param in spec.media_params:
-        json_props[param.name] = _maybe_list(param, _MEDIA_JSON)
+        json_props[param.name] = _maybe_list(param, media_json_schema(param))
         form_props[param.name] = _maybe_list(param, _BINARY)
-    content = {
-        "application/json": {"schema": _object(json_props, required)},
-        "multipart/form-data": {"schema": _object(form_props, required)},
-        "application/x-www-form-urlencoded": {"schema": _object(json_props, required)},
+    multipart = {"schema": _object(form_props, required)}
+    as_json = {"schema": _object(json_props, required)}
+    if not spec.media_params:
+        content = {
+            "application/json": as_json,
+            "application/x-www-form-urlencoded": as_json,
+            "multipart/form-data": multipart,
+        }
+        return {"required": bool(required), "content": content}
+    # Media endpoints: multipart first (Swagger UI shows the upload form). Clients built
+    # from the schema (fastsdk, apipod-registry 0.1) take application/json whenever it
+    # is listed, and then send files as JSON they cannot encode; so the JSON body of a
+    # media endpoint (still accepted) is described under x-apipod-json instead.
+    content = {"multipart/form-data": multipart, "application/x-www-form-urlencoded": as_json}
+    return {"required": bool(required), "content": content, "x-apipod-json": as_json}
+
+
+def media_json_schema(param: Param) -> dict[str, Any]:
+    """A media parameter in a JSON or urlencoded body: its kind's FileModel or a string."""
+    ref = {"$ref": f"#/components/schemas/{file_model_title(param.media_cls)}"}
+    return {"anyOf": [ref, dict(_MEDIA_STRING)]}
+
+
+def file_model_title(media_cls: type | None) -> str:
+    """``ImageFileModel``, ``AudioFileModel``, ``VideoFileModel`` or ``FileModel``."""
+    for cls, title in _FILE_MODEL_KINDS:
+        if media_cls is not None and issubclass(media_cls, cls):
+            return title
+    return "FileModel"
+
+
+def _queue_parameters() -> list[dict[str, Any]]:
+    wait = {
+        "name": "wait",
+        "in": "query",
+        "required": False,
+        "description": "long-poll: answer once the job ended, or after this many seconds "
+        "(at most 60); without it the answer is the queued job",
+        "schema": {"type": "number", "minimum": 0, "maximum": 60},
     }
-    return {"required": bool(required), "content": content}
+    inline = {
+        "name": "inline",
+        "in": "query",
+        "required": False,
+        "description": "how result files appear: auto (base64 up to inline_result_max_mb, "
+        "else an absolute URL of /files/...), all (base64 whatever the size), none (URL)",
+        "schema": {"type": "string", "enum": ["auto", "all", "none"], "default": "auto"},
+    }
+    return [wait, inline]
 
 
 def _query_parameters(
@@ -86,7 +163,7 @@ def _query_parameters(
 ) -> list[dict[str, Any]]:
     params = []
     for param in spec.params:
-        schema = properties.get(param.name) or _maybe_list(param, _MEDIA_JSON)
+        schema = properties.get(param.name) or _maybe_list(param, _MEDIA_STRING)
         params.append(
             {
                 "name": param.name,

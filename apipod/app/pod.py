@@ -34,7 +34,9 @@ from apipod.app.calls import (
     read_media_inputs,
     submit_job,
 )
+from apipod.app.docs import install_docs
 from apipod.app.fastpath import FastPath
+from apipod.app.files import install_file_routes
 from apipod.app.health import install_health
 from apipod.app.http_errors import install_error_handlers
 from apipod.app.idempotency import REPLAYED_HEADER, idempotency_key, submit_idempotent
@@ -42,7 +44,7 @@ from apipod.app.inputs import RawInputs, read_inputs
 from apipod.app.queue import QueueFrontEnd, install_job_routes, wait_seconds
 from apipod.app.stream import install_stream_route, sync_stream_response
 from apipod.app.webhooks import webhook_policy, webhook_request, with_webhook
-from apipod.config import COMPUTE_MODES, PROVIDERS, Config
+from apipod.config import COMPUTE_MODES, PROVIDERS, RESULT_IMAGE_FORMATS, Config
 from apipod.endpoint import EndpointSpec, build_spec
 from apipod.errors import APIPodError, ConfigError, EndpointDefinitionError, client_error_text
 from apipod.media.fetch import UrlPolicy
@@ -88,12 +90,15 @@ class APIPod(FastAPI):
         self._handlers: dict[str, Callable[[Request], Awaitable[Response]]] = {}
         self._literal_routes: dict[str, EndpointSpec] = {}
         kwargs.setdefault("title", "APIPod service")
-        super().__init__(lifespan=self._lifespan, **kwargs)
+        docs_url, redoc_url = kwargs.pop("docs_url", "/docs"), kwargs.pop("redoc_url", "/redoc")
+        super().__init__(lifespan=self._lifespan, docs_url=None, redoc_url=None, **kwargs)
+        install_docs(self, docs_url, redoc_url)
         install_error_handlers(self)
         install_health(self)
         if self.config.queue_enabled:
             install_job_routes(self, self.queue)
             install_stream_route(self, self.queue)
+            install_file_routes(self, self.queue)
         self.add_middleware(ApiKeyMiddleware, key_of=lambda: self.config.api_key)
 
     # --- configuration ---------------------------------------------------------------------
@@ -112,6 +117,7 @@ class APIPod(FastAPI):
         if config.queue_enabled and not has_job_routes:
             install_job_routes(self, self.queue)
             install_stream_route(self, self.queue)
+            install_file_routes(self, self.queue)
 
     @property
     def url_policy(self) -> UrlPolicy:
@@ -130,12 +136,15 @@ class APIPod(FastAPI):
         job_timeout: float | None = None,
         batch_size: int = 1,
         batch_wait_ms: float = 0,
+        result_image_format: str | None = None,
     ) -> Callable[[F], F]:
         """Register ``func`` as an endpoint at ``path`` (POST unless ``methods`` says).
 
         ``queue_size`` (default: the ``queue_size`` setting, 500) bounds the jobs waiting
         for this endpoint; ``use_queue=False`` keeps it synchronous in queue mode;
-        ``job_timeout`` overrides the ``job_timeout`` setting for its jobs.
+        ``job_timeout`` overrides the ``job_timeout`` setting for its jobs;
+        ``result_image_format`` ("png" or "jpeg") overrides the ``result_image_format``
+        setting for images the function returns as arrays or PIL images.
         The route is normalised as the original APIPod did (``/Single_File`` is served at
         ``/single-file``); the path as written answers too, hidden from the schema.
         ``batch_size=N`` (N > 1) runs up to N queued jobs in one call: the function gets
@@ -145,6 +154,8 @@ class APIPod(FastAPI):
         """
         literal = "/" + path.lstrip("/")
         verbs = [m.upper() for m in (methods or ["POST"])]
+        if result_image_format not in (None, *RESULT_IMAGE_FORMATS):
+            raise ValueError(f"result_image_format must be one of {RESULT_IMAGE_FORMATS}")
 
         def register(func: F) -> F:
             spec = build_spec(
@@ -155,6 +166,7 @@ class APIPod(FastAPI):
                 queue_size=queue_size,
                 use_queue=use_queue,
                 job_timeout=job_timeout,
+                result_image_format=result_image_format,
                 summary=summary,
                 tags=tags,
                 batch_size=batch_size,
@@ -272,7 +284,8 @@ class APIPod(FastAPI):
         kwargs = spec.call_arguments(values, media)
         if spec.is_stream:
             return sync_stream_response(spec, kwargs)
-        result = await call_endpoint(spec, kwargs, JobProgress())
+        image_format = spec.result_image_format or self.config.result_image_format
+        result = await call_endpoint(spec, kwargs, JobProgress(), image_format)
         return JSONResponse(result)
 
     async def _submit(
@@ -308,8 +321,10 @@ class APIPod(FastAPI):
         logger.debug("job %s queued for %s", job.id, spec.path)
         if wait:
             job = await self.queue.wait_terminal(job.id, wait, request.receive) or job
-        headers = {REPLAYED_HEADER: "true"} if replayed else None
-        return JSONResponse(await self.queue.render(job), headers=headers)
+        response = await self.queue.respond(job, request)
+        if replayed:
+            response.headers[REPLAYED_HEADER] = "true"
+        return response
 
     # --- lifecycle and docs ------------------------------------------------------------------
     @asynccontextmanager
@@ -361,7 +376,8 @@ class APIPod(FastAPI):
             schemas = schema.setdefault("components", {}).setdefault("schemas", {})
             schemas.update(self._component_schemas)
             schemas.setdefault("JobResult", openapi.JOB_RESULT_SCHEMA)
-            schemas.setdefault("FileModel", openapi.FILE_MODEL_SCHEMA)
+            for title, file_model in openapi.FILE_MODEL_SCHEMAS.items():
+                schemas.setdefault(title, file_model)
             self.openapi_schema = schema
         return self.openapi_schema
 

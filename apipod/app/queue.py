@@ -17,16 +17,17 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Path, Query
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive
 
 from apipod.app import joblist
 from apipod.app.dashboard import install_dashboard
-from apipod.app.jobresult import has_files, job_result
+from apipod.app.jobresult import file_url, inline_mode, job_result
 from apipod.app.metrics import install_metrics
 from apipod.config import Config
 from apipod.endpoint import InputValidationError
 from apipod.errors import JobNotFound, StorageFull
+from apipod.payload import FileRenderer, has_files, has_streamed, stream_json
 from apipod.store import open_store
 from apipod.store.base import Job, JobStore
 
@@ -42,6 +43,12 @@ ORPHAN_SWEEP_S = 600.0
 ORPHAN_GRACE_S = 900.0
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _JOB_ID = re.compile(JOB_ID_PATTERN)
+WAIT_DOC = "long-poll: answer once the job ended, or after this many seconds (at most 60)"
+INLINE_DOC = (
+    "how result files appear: auto (base64 up to inline_result_max_mb, else the file's URL),"
+    " all (base64 whatever the size, streamed), none (always the URL)"
+)
+INLINE_PATTERN = "^(auto|all|none)$"
 
 
 class QueueFrontEnd:
@@ -227,31 +234,50 @@ class QueueFrontEnd:
 
     # --- reading ---------------------------------------------------------------------------
     async def status_response(
-        self, job_id: str, wait: float | None, receive: Receive | None = None
-    ) -> JSONResponse:
+        self, job_id: str, wait: float | None, request: Request | None = None
+    ) -> Response:
         check_job_id(job_id)
         if wait:
+            receive = request.receive if request is not None else None
             job = await self.wait_terminal(job_id, wait, receive)
         else:
             job = await self.get_job(job_id)
         if job is None:
             raise JobNotFound(job_id)
-        return JSONResponse(await self.render(job))
+        return await self.respond(job, request)
 
-    async def status_handler(self, request: Request) -> JSONResponse:
+    async def status_handler(self, request: Request) -> Response:
         """``GET /status/{job_id}?wait=S`` for the fast path (see apipod.app.fastpath)."""
         job_id = request.url.path[len("/status/") :]
-        return await self.status_response(job_id, wait_seconds(request), request.receive)
+        return await self.status_response(job_id, wait_seconds(request), request)
 
     # --- rendering -------------------------------------------------------------------------
-    async def render(self, job: Job) -> dict[str, Any]:
+    async def respond(self, job: Job, request: Request | None = None) -> Response:
+        """The JobResult answer; streamed when it carries files as base64 (``?inline=all``)."""
+        document = await self.render(job, request)
+        if has_streamed(document.get("result")):
+            return StreamingResponse(stream_json(document), media_type="application/json")
+        return JSONResponse(document)
+
+    async def render(self, job: Job, request: Request | None = None) -> dict[str, Any]:
+        mode = inline_mode(request)  # checked even when there is no file to apply it to
         if not has_files(job.result):
-            return job_result(job, self.store.read_file)
-        return await self.call(job_result, job, self.store.read_file)
+            return job_result(job)
+        return await self.call(job_result, job, self.file_renderer(request, mode))
+
+    def file_renderer(self, request: Request | None, mode: str) -> FileRenderer:
+        """How stored result files appear in answers to ``request`` (see FileRenderer)."""
+        base_url = str(request.base_url) if request is not None else ""
+        return FileRenderer(
+            store=self.store,
+            mode=mode,
+            inline_max_bytes=int(self.config.inline_result_max_mb * 1_000_000),
+            url_of=file_url(base_url, self.config.api_key, self.config.job_ttl),
+        )
 
     def summary(self, job: Job) -> dict[str, Any]:
         """The JobResult without ``result`` (history lists stay small; media stay put)."""
-        return job_result(replace(job, result=None), self.store.read_file)
+        return job_result(replace(job, result=None))
 
 
 def wait_seconds(request: Request) -> float:
@@ -288,27 +314,29 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
     async def get_status(
         request: Request,
         job_id: str = Path(pattern=JOB_ID_PATTERN),
-        wait: float | None = Query(None, ge=0, description="long-poll up to this many seconds"),
-    ) -> JSONResponse:
-        return await read_status(job_id, wait, request.receive)
+        wait: float | None = Query(None, ge=0, description=WAIT_DOC),
+        inline: str = Query("auto", pattern=INLINE_PATTERN, description=INLINE_DOC),
+    ) -> Response:
+        return await read_status(job_id, wait, request)
 
     @app.router.post("/status", tags=["jobs"], summary="Status and result of a job")
     async def post_status(
         request: Request,
         job_id: str = Query(pattern=JOB_ID_PATTERN),
-        wait: float | None = Query(None, ge=0, description="long-poll up to this many seconds"),
-    ) -> JSONResponse:
+        wait: float | None = Query(None, ge=0, description=WAIT_DOC),
+        inline: str = Query("auto", pattern=INLINE_PATTERN, description=INLINE_DOC),
+    ) -> Response:
         await request.body()  # so that receive() next reports only the disconnect
-        return await read_status(job_id, wait, request.receive)
+        return await read_status(job_id, wait, request)
 
     @app.router.post("/cancel/{job_id}", tags=["jobs"], summary="Cancel a queued or running job")
-    async def cancel(job_id: str = Path(pattern=JOB_ID_PATTERN)) -> JSONResponse:
+    async def cancel(request: Request, job_id: str = Path(pattern=JOB_ID_PATTERN)) -> Response:
         check_job_id(job_id)
         job = await queue.call(queue.store.cancel, job_id)
         if job is None:
             raise JobNotFound(job_id)
         logger.info("job %s cancelled by client (now %s)", job_id, job.status)
-        return JSONResponse(await queue.render(job))
+        return await queue.respond(job, request)
 
     @app.router.post(
         "/retry/{job_id}",

@@ -29,15 +29,15 @@ from typing import Any
 import anyio
 from fastapi import FastAPI, Header, Path, Query
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from apipod.app.jobresult import has_files, resolve_files
 from apipod.app.queue import JOB_ID_PATTERN, QueueFrontEnd, check_job_id
 from apipod.endpoint import EndpointSpec, InputValidationError
 from apipod.errors import JobNotFound
 from apipod.media.convert import encode_result
-from apipod.payload import FILE_KEY
+from apipod.payload import RenderFile, decode
 from apipod.progress import JobProgress
 from apipod.store.base import Chunk, Job
 
@@ -175,11 +175,14 @@ class StreamHub:
 class JobStream:
     """The records of one ``GET /stream/{job_id}`` response."""
 
-    def __init__(self, queue: QueueFrontEnd, hub: StreamHub, job_id: str, after: int) -> None:
+    def __init__(
+        self, queue: QueueFrontEnd, hub: StreamHub, job_id: str, after: int, render: RenderFile
+    ) -> None:
         self._queue = queue
         self._hub = hub
         self._job_id = job_id
         self._after = after
+        self._render = render
         self._shown: tuple[Any, ...] | None = None
 
     async def records(self) -> AsyncGenerator[bytes, None]:
@@ -233,7 +236,9 @@ class JobStream:
             job, chunks = self._read_now()
         else:
             job, chunks = await self._queue.call(self._read_now)
-        if any(FILE_KEY in c.data for c in chunks):  # text search first: most chunks are text
+        # Stored keys that start with "$" are file envelopes or escaped client data
+        # (apipod.payload); a text search first, as most chunks have none.
+        if any('"$' in c.data for c in chunks):
             chunks = await self._queue.call(self._resolve, chunks)
         return job, chunks
 
@@ -248,7 +253,7 @@ class JobStream:
         return job, chunks
 
     def _resolve(self, chunks: list[Chunk]) -> list[Chunk]:
-        return [_resolve_chunk(chunk, self._queue.store.read_file) for chunk in chunks]
+        return [_resolve_chunk(chunk, self._render) for chunk in chunks]
 
     async def _snapshot(self, job: Job) -> bytes | None:
         shown = (job.status, job.progress, job.message, job.attempts)
@@ -258,11 +263,9 @@ class JobStream:
         return job_record({**await self._queue.render(job), "attempt": job.attempts})
 
 
-def _resolve_chunk(chunk: Chunk, read_file: Any) -> Chunk:
+def _resolve_chunk(chunk: Chunk, render: RenderFile) -> Chunk:
     value = json.loads(chunk.data)
-    if not has_files(value):
-        return chunk
-    return Chunk(chunk.seq, chunk.attempt, _ENCODE(resolve_files(value, read_file)))
+    return Chunk(chunk.seq, chunk.attempt, _ENCODE(decode(value, render)))
 
 
 def resume_after(last_event_id: str | None) -> int:
@@ -287,6 +290,7 @@ def install_stream_route(app: FastAPI, queue: QueueFrontEnd) -> None:
         response_class=StreamingResponse,
     )
     async def stream(
+        request: Request,
         job_id: str = Path(pattern=JOB_ID_PATTERN),
         last_event_id: str | None = Header(None),
         resume: str | None = Query(None, alias="last_event_id", description="as Last-Event-ID"),
@@ -295,4 +299,5 @@ def install_stream_route(app: FastAPI, queue: QueueFrontEnd) -> None:
         after = resume_after(last_event_id if last_event_id is not None else resume)
         if await queue.get_job(job_id) is None:
             raise JobNotFound(job_id)
-        return EventStream(JobStream(queue, hub, job_id, after).records())
+        render = queue.file_renderer(request, "auto")
+        return EventStream(JobStream(queue, hub, job_id, after, render).records())

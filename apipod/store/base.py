@@ -30,6 +30,10 @@ Rules every backend keeps:
   order written, across attempts (a retry continues the numbering), and writes only
   while the caller owns the job, in one transaction per call. A reader that saw chunk
   ``n`` never later sees a new chunk numbered ``n`` or lower.
+- Files: a job's media are written once and never change; their names are unique within
+  the job (a second ``image.png`` becomes ``image-1.png``), so a reference names the same
+  bytes for as long as it exists. File objects are copied in bounded chunks both ways:
+  neither ``put_file`` nor ``open_file`` holds a whole file in memory.
 - Every method is synchronous and thread-safe; the HTTP front end calls them from a thread
   pool. Errors of the database (locked, disk full, gone) raise ``StoreUnavailable``.
 """
@@ -116,6 +120,15 @@ class Chunk:
     seq: int
     attempt: int
     data: str
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One stored file of a job: its reference, its name within the job, its size."""
+
+    ref: str
+    name: str
+    size: int
 
 
 @dataclass(frozen=True)
@@ -310,11 +323,23 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def put_file(self, job_id: str, name: str, data: bytes | BinaryIO) -> str:
         """Store a media file that belongs to a job; return an opaque reference that
-        ``read_file`` accepts on any process (and box) sharing this store."""
+        ``read_file`` and ``open_file`` accept on any process (and box) sharing this
+        store. A file object is read from its current position in bounded chunks."""
 
     @abc.abstractmethod
     def read_file(self, ref: str) -> bytes:
-        """The bytes stored under ``ref``. Raises FileNotFoundError when gone."""
+        """The bytes stored under ``ref`` (for small files). Raises FileNotFoundError
+        when gone, ValueError for a malformed reference."""
+
+    @abc.abstractmethod
+    def open_file(self, ref: str) -> BinaryIO:
+        """A seekable binary reader of the file under ``ref`` that fetches its bytes as
+        they are read (the caller closes it). Raises FileNotFoundError when gone,
+        ValueError for a malformed reference."""
+
+    @abc.abstractmethod
+    def list_files(self, job_id: str) -> list[StoredFile]:
+        """The files of ``job_id``, by name; empty when none (or no such job)."""
 
     @abc.abstractmethod
     def discard_files(self, job_id: str) -> None:

@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from apipod.media.names import safe_name
+from apipod.store.base import StoredFile
 
 log = logging.getLogger(__name__)
 
 FILES_DIR = "files"
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _COPY_CHUNK = 1 << 20
+_TEMP_SUFFIX = ".apipod-tmp"
 
 
 def check_job_id(job_id: str) -> str:
@@ -32,6 +34,10 @@ def check_job_id(job_id: str) -> str:
     if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
         raise ValueError(f"invalid job id {job_id!r}: use letters, digits, '_', '-', '.'")
     return job_id
+
+
+def _is_temporary(name: str) -> bool:
+    return name.startswith(".") and name.endswith(_TEMP_SUFFIX)
 
 
 def _numbered(name: str, number: int) -> str:
@@ -55,7 +61,7 @@ class LocalFiles:
         self._files.mkdir(mode=0o700, parents=True, exist_ok=True)
         folder.mkdir(mode=0o700, exist_ok=True)
         wanted = safe_name(name)
-        temp = folder / f".{uuid.uuid4().hex}.tmp"
+        temp = folder / f".{uuid.uuid4().hex}{_TEMP_SUFFIX}"
         try:
             # 0600: job media are the clients' data, readable by the service alone.
             descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -96,6 +102,23 @@ class LocalFiles:
     def read(self, ref: str) -> bytes:
         """The bytes under ``ref``; FileNotFoundError when gone."""
         return self.path_of(ref).read_bytes()
+
+    def open(self, ref: str) -> BinaryIO:
+        """The file under ``ref`` opened for reading; FileNotFoundError when gone."""
+        return open(self.path_of(ref), "rb")
+
+    def list(self, job_id: str) -> list[StoredFile]:
+        """The job's files by name (temporary files being written are left out)."""
+        try:
+            folder = self._files / check_job_id(job_id)
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except (ValueError, FileNotFoundError, NotADirectoryError):
+            return []
+        return [
+            StoredFile(f"{FILES_DIR}/{job_id}/{e.name}", e.name, e.stat().st_size)
+            for e in entries
+            if not _is_temporary(e.name) and e.is_file()
+        ]
 
     def size(self) -> int:
         """Bytes of all job files (one pass over the folders)."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar
 
 from apipod.errors import QueueFull
-from apipod.store.base import Chunk, Job, JobStatus, JobStore, WorkerInfo
+from apipod.store.base import Chunk, Job, JobStatus, JobStore, StoredFile, WorkerInfo
 from apipod.store.localfiles import LocalFiles, check_job_id
 from apipod.store.operations import OperationsMixin
 from apipod.store.sql import (
@@ -61,6 +61,10 @@ class FileBackend(Protocol):
     def put(self, job_id: str, name: str, data: bytes | BinaryIO) -> str: ...
 
     def read(self, ref: str) -> bytes: ...
+
+    def open(self, ref: str) -> BinaryIO: ...
+
+    def list(self, job_id: str) -> list[StoredFile]: ...
 
     def delete_job(self, job_id: str) -> None: ...
 
@@ -473,6 +477,14 @@ class SqlJobStore(OperationsMixin, WebhookOutboxMixin, JobStore):
     def read_file(self, ref: str) -> bytes:
         """See :meth:`JobStore.read_file`. A malformed reference raises ValueError."""
         return self._files.read(ref)
+
+    def open_file(self, ref: str) -> BinaryIO:
+        """See :meth:`JobStore.open_file`."""
+        return self._files.open(ref)
+
+    def list_files(self, job_id: str) -> list[StoredFile]:
+        """See :meth:`JobStore.list_files`."""
+        return self._files.list(job_id)
 
     def discard_files(self, job_id: str) -> None:
         """See :meth:`JobStore.discard_files`."""

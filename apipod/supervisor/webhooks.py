@@ -19,11 +19,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
-from apipod.app.jobresult import job_result
+from apipod.app.jobresult import file_url, job_result
 from apipod.app.webhooks import webhook_policy
 from apipod.config import Config
 from apipod.errors import MediaError
 from apipod.media.fetch import post_url
+from apipod.payload import FileRenderer
 from apipod.store.base import JobStore, WebhookDelivery
 
 logger = logging.getLogger(__name__)
@@ -123,7 +124,15 @@ class WebhookSender:
         job = self.store.get(delivery.job_id)
         if job is None:
             return None
-        result = job_result(job, self.store.read_file)
+        # The webhook's box may not know the public address: large files come as their
+        # route's path (signed when there is a key), small ones inline as in /status.
+        render = FileRenderer(
+            store=self.store,
+            mode="auto",
+            inline_max_bytes=int(self.config.inline_result_max_mb * 1_000_000),
+            url_of=file_url("", self.config.api_key, self.config.job_ttl),
+        )
+        result = job_result(job, render)
         return json.dumps(result, separators=(",", ":"), ensure_ascii=False)
 
     def _record(

@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from apipod.endpoint import EndpointSpec
 from apipod.errors import JobCancelled, client_error_text
-from apipod.media.convert import MediaPayload, build_media, encode_result
-from apipod.payload import FILE_KEY, media_arguments
+from apipod.payload import (
+    close_all,
+    decode_arguments,
+    return_annotation,
+    store_result,
+    yielded_annotation,
+)
 from apipod.progress import JobProgress
 from apipod.store.base import Job, JobStore
 from apipod.worker.stream import ChunkWriter, run_stream
 from apipod.worker.watch import JobWatch
 
 if TYPE_CHECKING:
-    from media_toolkit import MediaFile
-
     from apipod.app.pod import APIPod
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ class JobRunner:
         self._worker_id = worker_id
         self._lease_s = lease_s
         self._loop = asyncio.new_event_loop()
+        self._opened: list[IO[bytes]] = []
 
     def run(self, job: Job) -> None:
         spec = self._app.spec_for(job.endpoint)
@@ -46,12 +49,12 @@ class JobRunner:
         with JobWatch(self._store, job.id, self._worker_id, self._lease_s) as watch:
             try:
                 result = self._call(spec, job, JobProgress(watch.report))
-                encode = self.encoder(job.id)
                 if spec.is_stream:
+                    encode = self.encoder(job.id, spec, yielded=True)
                     writer = ChunkWriter(self._store, job.id, self._worker_id, watch.lost)
                     encoded = run_stream(result, encode, writer, self._loop)
                 else:
-                    encoded = encode(result)
+                    encoded = self.encoder(job.id, spec)(result)
                 watch.flush()
                 if not self._store.finish(job.id, self._worker_id, encoded):
                     logger.info("job %s: result dropped, the job is no longer ours", job.id)
@@ -62,6 +65,8 @@ class JobRunner:
                 watch.flush()
                 trace = "".join(traceback.format_exception(exc))
                 self._store.fail(job.id, self._worker_id, client_error_text(exc), trace)
+            finally:
+                self.release()
 
     def _call(self, spec: EndpointSpec, job: Job, progress: JobProgress) -> Any:
         kwargs = self.arguments(spec, job.inputs)
@@ -75,30 +80,30 @@ class JobRunner:
             return self._loop.run_until_complete(spec.func(**kwargs))
         return spec.func(**kwargs)
 
-    def encoder(self, job_id: str) -> Callable[[Any], Any]:
+    def encoder(
+        self, job_id: str, spec: EndpointSpec | None = None, yielded: bool = False
+    ) -> Callable[[Any], Any]:
         """What turns the job's values (its result, a stream's chunks) into storable
-        form: media become files of the job, numbered across every call."""
-        numbers = itertools.count()
-        return lambda value: encode_result(
-            value, lambda media: self._store_media(job_id, media, next(numbers))
-        )
+        form (:func:`apipod.payload.store_result`): the return annotation (a generator's
+        yielded type) decides how media are encoded; media become files of the job."""
+        annotation = return_annotation(spec) if spec is not None else Any
+        if yielded:
+            annotation = yielded_annotation(annotation)
+        image_format = self._image_format(spec)
+        return lambda value: store_result(value, annotation, self._store, job_id, image_format)
 
     def arguments(self, spec: EndpointSpec, inputs: dict[str, Any]) -> dict[str, Any]:
-        """The call arguments of one job (media loaded from the store)."""
-        plain, files = spec.split_files(inputs, is_stored_file=_is_stored_file)
-        load = lambda param, stored: self._load_media(stored, param.media_cls)  # noqa: E731
-        return spec.call_arguments(spec.validate_values(plain), media_arguments(spec, files, load))
+        """The call arguments of one job: media objects reading their stored files, which
+        stay open until :meth:`release` (after the result, which may be one, is stored)."""
+        kwargs, opened = decode_arguments(spec, inputs, self._store.open_file)
+        self._opened.extend(opened)
+        return kwargs
 
-    def _load_media(self, stored: dict[str, Any], media_cls: Any) -> MediaFile | bytes:
-        data = self._store.read_file(stored[FILE_KEY])
-        payload = MediaPayload(data, stored.get("file_name"), stored.get("content_type"))
-        return build_media(payload, media_cls)
+    def release(self) -> None:
+        """Close the stored files the arguments of the last jobs read."""
+        close_all(self._opened)
+        self._opened.clear()
 
-    def _store_media(self, job_id: str, media: MediaFile, number: int) -> dict[str, Any]:
-        name = f"result-{number}-{media.file_name or 'file'}"
-        ref = self._store.put_file(job_id, name, media.to_bytes())
-        return {FILE_KEY: ref, "file_name": media.file_name, "content_type": media.content_type}
-
-
-def _is_stored_file(value: Any) -> bool:
-    return isinstance(value, dict) and FILE_KEY in value
+    def _image_format(self, spec: EndpointSpec | None) -> str:
+        own = spec.result_image_format if spec is not None else None
+        return own or self._app.config.result_image_format

@@ -4,6 +4,7 @@ as binary parts, and ``info.apipod``; ``/docs`` serves Swagger UI."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,8 +38,21 @@ def routes_schema() -> dict[str, Any]:
         return client.get("/openapi.json").json()
 
 
+MEDIA_PATHS = ("/image", "/images", "/file")
+FILE_MODELS = ("FileModel", "ImageFileModel", "AudioFileModel", "VideoFileModel")
+
+
 def body(schema: dict[str, Any], path: str, content_type: str) -> dict[str, Any]:
-    return schema["paths"][path]["post"]["requestBody"]["content"][content_type]["schema"]
+    """The body schema of ``content_type`` (a media endpoint's JSON: ``x-apipod-json``)."""
+    request_body = schema["paths"][path]["post"]["requestBody"]
+    if content_type not in request_body["content"] and content_type == "application/json":
+        return request_body["x-apipod-json"]["schema"]
+    return request_body["content"][content_type]["schema"]
+
+
+def resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref")
+    return schema["components"]["schemas"][ref.rsplit("/", 1)[1]] if ref else node
 
 
 def refs(node: Any) -> Iterator[str]:
@@ -63,6 +77,7 @@ def test_plain_endpoints_document_three_body_types_file_and_model_ones_the_forms
 ) -> None:
     for path in ("/scalars", "/lists"):
         content = schema["paths"][path]["post"]["requestBody"]["content"]
+        assert list(content)[0] == "application/json", path
         assert sorted(content) == sorted(BODY_TYPES), path
     # As the original APIPod documented them, so that schema-driven clients (fastsdk)
     # upload files and send a model's fields flattened; JSON is accepted all the same.
@@ -72,20 +87,49 @@ def test_plain_endpoints_document_three_body_types_file_and_model_ones_the_forms
         assert "JSON" in request_body["description"]
 
 
-def test_media_parameter_is_a_binary_part_in_multipart(schema: dict[str, Any]) -> None:
+def test_media_endpoints_list_multipart_first(schema: dict[str, Any]) -> None:
+    """Swagger UI shows the upload form first; fastsdk (which takes JSON whenever it is
+    listed) sends files as multipart parts instead of JSON it cannot encode."""
+    for path in MEDIA_PATHS:
+        request_body = schema["paths"][path]["post"]["requestBody"]
+        assert list(request_body["content"]) == [
+            "multipart/form-data",
+            "application/x-www-form-urlencoded",
+        ], path
+        assert request_body["x-apipod-json"]["schema"]["type"] == "object"
+
+
+def test_media_parameter_is_a_binary_part_or_a_titled_file_model(schema: dict[str, Any]) -> None:
     multipart = body(schema, "/image", "multipart/form-data")
     assert multipart["properties"]["image"] == BINARY
     assert multipart["required"] == ["image"]
-    image = body(schema, "/image", "application/x-www-form-urlencoded")["properties"]["image"]
-    assert image["type"] == "string"
-    assert "format" not in image
+    for content_type in ("application/json", "application/x-www-form-urlencoded"):
+        image = body(schema, "/image", content_type)["properties"]["image"]
+        file_model, string = image["anyOf"]
+        assert resolve(schema, file_model)["title"] == "ImageFileModel"
+        assert string["type"] == "string" and "format" not in string
 
 
 def test_media_list_is_an_array_of_binary_parts(schema: dict[str, Any]) -> None:
     images = body(schema, "/images", "multipart/form-data")["properties"]["images"]
     assert images == {"type": "array", "items": BINARY}
-    as_text = body(schema, "/images", "application/x-www-form-urlencoded")["properties"]["images"]
-    assert as_text["type"] == "array" and as_text["items"]["type"] == "string"
+    as_json = body(schema, "/images", "application/json")["properties"]["images"]
+    assert as_json["type"] == "array" and len(as_json["items"]["anyOf"]) == 2
+
+
+def test_file_model_components_are_titled_per_kind(media_schema: dict[str, Any]) -> None:
+    components = media_schema["components"]["schemas"]
+    for title in FILE_MODELS:
+        assert components[title]["title"] == title
+        assert set(components[title]["required"]) == {"file_name", "content_type", "content"}
+    for path, name, title in [
+        ("/image", "image", "ImageFileModel"),
+        ("/audio", "audio", "AudioFileModel"),
+        ("/video", "video", "VideoFileModel"),
+        ("/file", "file", "FileModel"),
+    ]:
+        form = body(media_schema, path, "application/x-www-form-urlencoded")
+        assert form["properties"][name]["anyOf"][0]["$ref"].endswith("/" + title), path
 
 
 def test_every_media_kind_is_binary(media_schema: dict[str, Any]) -> None:
@@ -188,3 +232,22 @@ def test_docs_serve_swagger_ui(basic: httpx.Client) -> None:
     assert response.headers["content-type"].startswith("text/html")
     assert "swagger-ui" in response.text
     assert "/openapi.json" in response.text
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_every_asset_from_the_server_itself(basic: httpx.Client, page: str) -> None:
+    html = basic.get(page).text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert assets, html
+    for url in assets:
+        assert url.startswith("/docs-assets/"), f"{page} loads {url} from elsewhere"
+        asset = basic.get(url)
+        assert asset.status_code == 200 and len(asset.content) > 1000, url
+    assert "cdn" not in html.lower() and "fonts.googleapis" not in html
+
+
+def test_unknown_docs_asset_is_a_json_404(basic: httpx.Client) -> None:
+    response = basic.get("/docs-assets/../pyproject.toml")
+    assert response.status_code == 404
+    missing = basic.get("/docs-assets/nothing.js")
+    assert missing.status_code == 404 and "detail" in missing.json()

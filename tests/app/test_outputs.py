@@ -7,9 +7,12 @@ import base64
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
+from apipod import APIPod, ImageFile
 from tests.app.support import b64, png_bytes, wav_bytes
+from tests.helpers import serve_in_thread
 
 PNG = png_bytes(16, seed=3)
 WAV = wav_bytes()
@@ -137,3 +140,24 @@ def test_job_progress_cannot_be_set_by_the_client(routes: httpx.Client) -> None:
     assert response.json()["seen"] == [1.0]
     query = routes.post("/progress?job_progress=x", data={"job_progress": "y", "steps": "2"})
     assert query.json()["seen"] == [0.5, 1.0]
+
+
+def test_sync_results_follow_the_return_annotation() -> None:
+    """Synchronous mode encodes like the worker: an array under ``-> ImageFile`` is a PNG
+    named ``image.png`` (JPEG with ``result_image_format``), not a list of pixels."""
+    app = APIPod(title="annotated", result_image_format="jpeg")
+
+    @app.endpoint("/png", result_image_format="png")
+    def png() -> ImageFile:
+        return np.full((4, 6, 3), 5, dtype=np.uint8)
+
+    @app.endpoint("/jpeg")
+    def jpeg() -> ImageFile:
+        return np.full((4, 6, 3), 5, dtype=np.uint8)
+
+    with serve_in_thread(app) as url:
+        as_png = httpx.post(url + "/png").json()
+        as_jpeg = httpx.post(url + "/jpeg").json()
+    assert (as_png["file_name"], as_png["content_type"]) == ("image.png", "image/png")
+    assert base64.b64decode(as_png["content"])[:4] == b"\x89PNG"
+    assert (as_jpeg["file_name"], as_jpeg["content_type"]) == ("image.jpg", "image/jpeg")

@@ -14,12 +14,14 @@ from typing import Any
 import numpy as np
 import pytest
 from media_toolkit import AudioFile, ImageFile, MediaFile, VideoFile
+from PIL import Image
 from pydantic import BaseModel, ConfigDict
 from starlette.datastructures import Headers, UploadFile
 
 from apipod.errors import MediaError
 from apipod.media.convert import (
     MediaPayload,
+    apply_annotation,
     build_media,
     encode_result,
     file_model,
@@ -272,3 +274,45 @@ def test_encode_enums_by_value() -> None:
         mode="json"
     )
     assert encode_result([Shade.LIGHT]) == [2]
+
+
+# --- results: the return annotation decides the encoding ----------------------------------------
+def test_annotation_turns_arrays_into_png_or_jpeg() -> None:
+    pixels = np.full((3, 5, 3), 40, dtype=np.uint8)
+    png = apply_annotation(pixels, ImageFile)
+    assert (png.file_name, png.content_type) == ("image.png", "image/png")
+    assert png.to_np_array().shape == (3, 5, 3)
+    jpeg = apply_annotation(pixels, ImageFile | None, image_format="jpeg")
+    assert (jpeg.file_name, jpeg.content_type) == ("image.jpg", "image/jpeg")
+    listed = apply_annotation([pixels, pixels], list[ImageFile])
+    assert [m.file_name for m in listed] == ["image.png", "image.png"]
+    # Not an image annotation: an array stays an array.
+    assert apply_annotation(pixels, dict) is pixels
+    assert apply_annotation(pixels, MediaFile) is pixels
+
+
+def test_annotation_turns_pil_images_bytes_and_paths_into_files(tmp_path) -> None:
+    rgba = Image.new("RGBA", (4, 4), (1, 2, 3, 4))
+    assert apply_annotation(rgba, ImageFile).to_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    as_jpeg = apply_annotation(rgba, ImageFile, image_format="jpeg")
+    assert as_jpeg.to_bytes()[:3] == b"\xff\xd8\xff" and as_jpeg.file_name == "image.jpg"
+    wav = apply_annotation(b"RIFF" + bytes(4) + b"WAVEfmt " + bytes(40), AudioFile)
+    assert wav.file_name == "audio.wav"
+    unknown = apply_annotation(b"\x01\x02\x03", MediaFile)
+    assert unknown.file_name == "file.bin"
+    written = tmp_path / "render"
+    written.write_bytes(b"data")
+    from_path = apply_annotation(written, MediaFile)
+    assert from_path.file_name == "render.bin" and from_path.to_bytes() == b"data"
+    from_string = apply_annotation(str(written), VideoFile)
+    assert from_string.to_bytes() == b"data"
+    with pytest.raises(TypeError, match="no such file exists"):
+        apply_annotation(str(tmp_path / "missing.mp4"), VideoFile)
+
+
+def test_media_objects_keep_their_names_or_get_a_real_extension() -> None:
+    named = ImageFile(file_name="cat.png").from_bytes(PNG)
+    assert apply_annotation(named, ImageFile).file_name == "cat.png"
+    default = ImageFile().from_bytes(PNG)
+    assert default.file_name == "imagefile"
+    assert apply_annotation(default, ImageFile).file_name == "image.png"

@@ -61,7 +61,7 @@ def empty_tables(url: str) -> None:
     with psycopg.connect(url, autocommit=True, connect_timeout=2) as conn:
         conn.execute("SET lock_timeout = '10s'")  # a leaked transaction fails, not hangs
         conn.execute(
-            "TRUNCATE jobs, workers, files, chunks, job_counts, job_durations, idempotency_keys,"
+            "TRUNCATE jobs, workers, files, file_chunks, chunks, job_counts, job_durations, idempotency_keys,"
             " webhooks, webhook_deliveries"
             " RESTART IDENTITY"
         )

@@ -388,6 +388,76 @@ def test_read_missing_file(store: JobStore) -> None:
         store.read_file(ref.replace("x.bin", "y.bin"))
 
 
+class ChunkCountingReader(io.RawIOBase):
+    """A file object of ``size`` bytes that records the largest read asked of it, and
+    refuses a read of everything at once (``read()`` / ``read(-1)``)."""
+
+    def __init__(self, size: int) -> None:
+        self.data = io.BytesIO(bytes(range(256)) * (size // 256))
+        self.largest = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        assert size is not None and size > 0, "put_file must read in bounded chunks"
+        self.largest = max(self.largest, size)
+        return self.data.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def test_put_file_reads_a_file_object_in_bounded_chunks(store: JobStore) -> None:
+    job = submit(store)
+    source = ChunkCountingReader(5 * 1024 * 1024 + 512)
+    ref = store.put_file(job.id, "video.mp4", source)
+    assert 0 < source.largest <= 4 * 1024 * 1024
+    with store.open_file(ref) as reader:
+        assert reader.read() == source.data.getvalue()
+
+
+def test_open_file_streams_seeks_and_reads_ranges(store: JobStore) -> None:
+    job = submit(store)
+    data = bytes(range(256)) * (12 * 1024)  # 3 MiB: several chunks in the database
+    ref = store.put_file(job.id, "clip.mp4", io.BytesIO(data))
+    with store.open_file(ref) as reader:
+        assert reader.seek(0, io.SEEK_END) == len(data)
+        reader.seek(1_048_570)
+        assert reader.read(20) == data[1_048_570:1_048_590]  # across a chunk boundary
+        reader.seek(len(data) - 5)
+        assert reader.read(100) == data[-5:] and reader.read(10) == b""
+        reader.seek(0)
+        pieces = iter(lambda: reader.read(300_000), b"")
+        assert b"".join(pieces) == data
+
+
+def test_open_file_of_a_missing_or_malformed_reference(store: JobStore) -> None:
+    ref = store.put_file("some-job", "x.bin", b"x")
+    with pytest.raises(FileNotFoundError):
+        store.open_file(ref.replace("x.bin", "y.bin"))
+    for bad in ("files/../x", "elsewhere/job/x.bin", "files/job", "files/a b/x.bin"):
+        with pytest.raises(ValueError):
+            store.open_file(bad)
+
+
+def test_list_files_names_sizes_and_references(store: JobStore) -> None:
+    job = submit(store)
+    assert store.list_files(job.id) == []
+    first = store.put_file(job.id, "in.png", b"\x89PNG")
+    second = store.put_file(job.id, "in.png", b"second")
+    empty = store.put_file(job.id, "empty.txt", b"")
+    listed = {f.name: f for f in store.list_files(job.id)}
+    assert sorted(listed) == sorted(ref.rsplit("/", 1)[1] for ref in (first, second, empty))
+    assert {f.ref for f in listed.values()} == {first, second, empty}
+    assert [listed[r.rsplit("/", 1)[1]].size for r in (first, second, empty)] == [4, 6, 0]
+    assert store.list_files("another-job") == [] and store.list_files("../etc") == []
+    store.discard_files(job.id)
+    assert store.list_files(job.id) == []
+
+
 # --- wake-ups ------------------------------------------------------------------------------------------------------
 def timed_wait(wait: Callable[[float], None], timeout: float) -> Callable[[], float]:
     """Start ``wait(timeout)`` in a thread; the returned function joins and gives the time."""

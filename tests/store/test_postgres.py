@@ -419,3 +419,33 @@ def test_the_readme_psql_queries_run(pg: PostgresStore, pg_url: str) -> None:
     for query in queries:
         sql(pg_url, query)
     assert pg.get(job.id).status is JobStatus.FINISHED
+
+
+def test_files_are_stored_as_chunks_and_deleted_with_their_job(
+    pg: PostgresStore, pg_url: str
+) -> None:
+    job = pg.enqueue("/e", {}, queue_size=10, max_attempts=1)
+    ref = pg.put_file(job.id, "clip.mp4", bytes(3 * 1024 * 1024 + 10))
+    chunks = sql(pg_url, "SELECT seq, octet_length(data) FROM file_chunks ORDER BY seq")
+    assert chunks == [(0, 1 << 20), (1, 1 << 20), (2, 1 << 20), (3, 10)]
+    sizes = sql(pg_url, "SELECT size FROM files WHERE job_id = %s", (job.id,))
+    assert sizes == [(3 * 1024 * 1024 + 10,)]
+    assert pg.read_file(ref) == bytes(3 * 1024 * 1024 + 10)
+    pg.discard_files(job.id)
+    assert sql(pg_url, "SELECT count(*) FROM file_chunks") == [(0,)]
+
+
+def test_files_written_before_chunks_still_read(pg: PostgresStore, pg_url: str) -> None:
+    data = bytes(range(256)) * 5000
+    sql(
+        pg_url,
+        "INSERT INTO files (job_id, name, data, created_at) VALUES ('old', 'a.bin', %s, 'x')"
+        " RETURNING name",
+        (data,),
+    )
+    with pg.open_file("files/old/a.bin") as reader:
+        reader.seek(1000)
+        assert reader.read(10) == data[1000:1010]
+        reader.seek(0)
+        assert reader.read() == data
+    assert [(f.name, f.size) for f in pg.list_files("old")] == [("a.bin", len(data))]
