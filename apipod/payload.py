@@ -257,19 +257,24 @@ def store_result(
 ) -> Any:
     """The stored form of a return value (or of one streamed chunk): the annotation
     applied (:func:`apipod.media.convert.apply_annotation`), every media object written
-    to the store once, straight from its own buffer or file, user data escaped."""
-    value = apply_annotation(value, annotation, image_format)
+    to the store once (one that appears twice is one file), straight from its own buffer
+    or file, user data escaped."""
+    opened: list[IO[bytes]] = []
+    stored: dict[int, FileRef] = {}
 
     def store_media(media: MediaFile) -> FileRef:
-        media = named(media)
-        try:
+        if id(media) not in stored:
+            media = named(media)
             ref, size = _put(store, job_id, _result_name(media), media_reader(media))
-        finally:
-            if not media.fileobj.closed and _backed_by_a_file(media):
-                media.fileobj.close()
-        return _envelope(ref, media.file_name, media.content_type, size)
+            stored[id(media)] = _envelope(ref, media.file_name, media.content_type, size)
+        return stored[id(media)]
 
-    return escape(encode_result(value, store_media))
+    try:
+        return escape(
+            encode_result(apply_annotation(value, annotation, image_format, opened), store_media)
+        )
+    finally:
+        close_all(opened)
 
 
 def _result_name(media: MediaFile) -> str:
@@ -277,10 +282,6 @@ def _result_name(media: MediaFile) -> str:
     # parameter, so a job's ``image.png`` is its input and ``result.png`` its answer.
     stem, ext = os.path.splitext(os.path.basename(media.file_name or ""))
     return f"result{ext}" if stem in ("image", "audio", "video", "file") else f"{stem}{ext}"
-
-
-def _backed_by_a_file(media: MediaFile) -> bool:
-    return isinstance(getattr(media.fileobj, "name", None), str)
 
 
 # --- results as the client sees them: inline, streamed or by reference ----------------------

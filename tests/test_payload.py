@@ -101,3 +101,14 @@ def test_a_broken_stored_envelope_renders_without_content(store: JobStore) -> No
         assert rendered["content"] is None, envelope
     streamed = FileRenderer(store, "all", 0, lambda media: "http://h/x")
     assert decode({FILE_KEY: "files/job-x/gone.png"}, streamed)["content"] is None
+
+
+def test_a_media_object_returned_twice_is_stored_once(store: JobStore, tmp_path: Path) -> None:
+    source = tmp_path / "clip.bin"
+    source.write_bytes(b"clip")
+    with open(source, "rb") as handle:
+        media = MediaFile(file_name="clip.bin").from_bytesio_or_handle(handle, copy=False)
+        stored = store_result({"a": media, "b": [media, media]}, dict, store, "job-3")
+        assert not handle.closed  # an input's file stays open for the caller to close
+    refs = {media.ref for media in stored_files(stored)}
+    assert len(refs) == 1 and [f.name for f in store.list_files("job-3")] == ["clip.bin"]

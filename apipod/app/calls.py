@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from typing import Any
+from typing import IO, Any
 
 from starlette.concurrency import run_in_threadpool
 
@@ -28,7 +28,7 @@ from apipod.media.convert import (
     read_media,
 )
 from apipod.media.fetch import UrlPolicy
-from apipod.payload import encode_inputs, media_arguments, return_annotation
+from apipod.payload import close_all, encode_inputs, media_arguments, return_annotation
 from apipod.progress import JobProgress
 from apipod.store.base import Job, JobStore
 
@@ -123,7 +123,11 @@ def _call_and_encode(spec: EndpointSpec, kwargs: dict[str, Any], image_format: s
 
 def _encode(spec: EndpointSpec, result: Any, image_format: str) -> Any:
     annotation = Any if spec.batched else return_annotation(spec)
-    return encode_result(apply_annotation(result, annotation, image_format))
+    opened: list[IO[bytes]] = []
+    try:
+        return encode_result(apply_annotation(result, annotation, image_format, opened))
+    finally:
+        close_all(opened)
 
 
 def _only_result(spec: EndpointSpec, result: Any) -> Any:

@@ -411,18 +411,23 @@ def media_annotation(annotation: Any) -> tuple[type | None, bool]:
     return (annotation, False) if is_media_type(annotation) else (None, False)
 
 
-def apply_annotation(value: Any, annotation: Any, image_format: str = "png") -> Any:
+def apply_annotation(
+    value: Any, annotation: Any, image_format: str = "png", opened: list[IO[bytes]] | None = None
+) -> Any:
     """``value`` with what the annotation promises made into media objects (a list's
-    items one by one); anything else is left as it is."""
+    items one by one); anything else is left as it is. Files opened for path results are
+    added to ``opened`` (the caller closes them once the result is encoded)."""
     media_cls, is_list = media_annotation(annotation)
     if media_cls is None or value is None:
         return value
     if is_list and isinstance(value, (list, tuple)):
-        return [as_media(item, media_cls, image_format) for item in value]
-    return as_media(value, media_cls, image_format)
+        return [as_media(item, media_cls, image_format, opened) for item in value]
+    return as_media(value, media_cls, image_format, opened)
 
 
-def as_media(value: Any, media_cls: type, image_format: str = "png") -> Any:
+def as_media(
+    value: Any, media_cls: type, image_format: str = "png", opened: list[IO[bytes]] | None = None
+) -> Any:
     """One result value as a ``media_cls`` object with a file name that has a real
     extension. Values that are no file of any kind (a dict, a number) stay as they are."""
     if isinstance(value, MEDIA_BASE):
@@ -435,7 +440,10 @@ def as_media(value: Any, media_cls: type, image_format: str = "png") -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return named(media_cls().from_bytes(bytes(value)))
     if isinstance(value, (str, os.PathLike)):
-        return named(_from_path(os.fspath(value), media_cls))
+        media = _from_path(os.fspath(value), media_cls)
+        if opened is not None:
+            opened.append(media.fileobj)
+        return named(media)
     return value
 
 
