@@ -28,7 +28,9 @@ def png_bytes(value: int = 200, size: int = 8) -> bytes:
     return ImageFile().from_np_array(np.full((size, size, 3), value, dtype=np.uint8)).to_bytes()
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)]
+)
 def media_service(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServiceProcess]:
