@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from httpx_sse import connect_sse
 from media_toolkit import ImageFile, VideoFile
 from PIL import Image
 
@@ -136,6 +138,18 @@ def test_a_path_that_does_not_exist_fails_the_job_clearly(client: httpx.Client) 
     body = client.post("/bad-path", params=WAIT).json()
     assert body["status"] == "failed"
     assert body["error"].startswith("TypeError: ") and "/no/such/file.mp4" in body["error"]
+
+
+def test_yielded_values_are_encoded_by_the_yielded_type(client: httpx.Client) -> None:
+    job_id = client.post("/frames", json={"count": 2}).json()["job_id"]
+    with connect_sse(client, "GET", f"/stream/{job_id}") as source:
+        outputs = [json.loads(e.data) for e in source.iter_sse() if e.event in ("", "message")]
+    data = {"$file": "files/other/x.png", "$$y": 1}
+    assert [o["file_name"] for o in outputs[:2]] == ["image.png", "image.png"]
+    assert base64.b64decode(outputs[0]["content"])[:4] == b"\x89PNG"
+    assert outputs[2] == data  # client-looking data stays data
+    result = client.get(f"/status/{job_id}").json()["result"]
+    assert result[2] == data and result[1]["content_type"] == "image/png"
 
 
 # --- inputs reach the function from the store ------------------------------------------------------

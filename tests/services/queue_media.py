@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +111,11 @@ def steps(job_progress: JobProgress, count: int = 5, delay: float = 0.2) -> dict
         time.sleep(delay)
         job_progress.set_status((i + 1) / count, f"step {i + 1}/{count}")
     return {"steps": count}
+
+
+@app.endpoint("/frames")
+def frames(count: int = 2) -> Iterator[ImageFile]:
+    """Streams arrays (PNG by the yielded type) and client-looking data."""
+    for i in range(count):
+        yield np.full((4, 4, 3), i, dtype=np.uint8)
+    yield {"$file": "files/other/x.png", "$$y": 1}
