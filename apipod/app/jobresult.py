@@ -22,10 +22,14 @@ from apipod.store.base import Job
 INLINE_MODES = ("auto", "all", "none")
 
 
-def job_result(job: Job, render_file: RenderFile | None = None) -> dict[str, Any]:
+def job_result(
+    job: Job, render_file: RenderFile | None = None, file_names: list[str] | None = None
+) -> dict[str, Any]:
     """``{"job_id", "status", "result", "error", "progress", "message", "metrics",
     "links"}`` with null fields left out. Stored files become what ``render_file`` makes
-    of them (by default a FileModel without content)."""
+    of them (by default a FileModel without content). ``links.files`` lists
+    ``file_names`` when given (a status read loads no inputs), else the files the job's
+    inputs and result refer to."""
     out: dict[str, Any] = {"job_id": job.id, "status": job.status.value}
     if job.result is not None:
         out["result"] = decode(job.result, render_file or _bare_file_model)
@@ -34,7 +38,7 @@ def job_result(job: Job, render_file: RenderFile | None = None) -> dict[str, Any
         if value is not None:
             out[key] = value
     out["metrics"] = _metrics(job)
-    out["links"] = _links(job)
+    out["links"] = _links(job, file_names)
     return out
 
 
@@ -47,13 +51,15 @@ def file_path(job_id: str, name: str) -> str:
     return f"/files/{job_id}/{name}"
 
 
-def _links(job: Job) -> dict[str, Any]:
+def _links(job: Job, file_names: list[str] | None) -> dict[str, Any]:
     links: dict[str, Any] = {
         "status": f"/status/{job.id}",
         "cancel": f"/cancel/{job.id}",
         "stream": f"/stream/{job.id}",
     }
-    names = [m.name for m in stored_files(job.inputs) + stored_files(job.result)]
+    names = file_names
+    if names is None:
+        names = [m.name for m in stored_files(job.inputs) + stored_files(job.result)]
     if names:
         links["files"] = [file_path(job.id, name) for name in dict.fromkeys(names)]
     return links

@@ -261,9 +261,19 @@ class QueueFrontEnd:
 
     async def render(self, job: Job, request: Request | None = None) -> dict[str, Any]:
         mode = inline_mode(request)  # checked even when there is no file to apply it to
+        names = None
+        if not job.inputs and job.is_terminal:  # a status read: its files from the store
+            names = await self._file_names(job.id)
         if not has_files(job.result):
-            return job_result(job)
-        return await self.call(job_result, job, self.file_renderer(request, mode))
+            return job_result(job, None, names)
+        return await self.call(job_result, job, self.file_renderer(request, mode), names)
+
+    async def _file_names(self, job_id: str) -> list[str]:
+        if self.store.fast_local_reads:  # a directory listing, like the SQLite read itself
+            files = self.store.list_files(job_id)
+        else:
+            files = await self.call(self.store.list_files, job_id)
+        return [f.name for f in files]
 
     def file_renderer(self, request: Request | None, mode: str) -> FileRenderer:
         """How stored result files appear in answers to ``request`` (see FileRenderer)."""
