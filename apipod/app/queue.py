@@ -356,7 +356,7 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
     async def retry(job_id: str = Path(pattern=JOB_ID_PATTERN)) -> JSONResponse:
         job = await queue.call(queue.store.retry, check_job_id(job_id))
         if job is None:
-            now = await queue.call(queue.store.job_summary, job_id)
+            now = await queue.call(queue.store.get_state, job_id)
             raise JobNotFound(job_id) if now is None else joblist.not_retryable(now)
         logger.info("job %s queued again by an operator", job_id)
         return JSONResponse(queue.summary(job))

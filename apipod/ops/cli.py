@@ -145,7 +145,7 @@ def _retry(store: JobStore, args: argparse.Namespace) -> int:
     job = store.retry(args.job_id)
     if job is not None:
         return _report_change(args, job, JobStatus.QUEUED, "queued again")
-    job = store.job_summary(args.job_id)
+    job = store.get_state(args.job_id)
     if job is None:
         return _not_found(args.job_id)
     return _refuse(args, job, "only failed, timeout or cancelled jobs are retried")

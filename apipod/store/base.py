@@ -199,11 +199,14 @@ class JobStore(abc.ABC):
         Terminal jobs are left as they are. Returns the job after the change (without inputs and result, as
         :meth:`get_state` reads it), or None when unknown."""
 
-    @abc.abstractmethod
     def list_jobs(
         self, *, status: str | None = None, endpoint: str | None = None, limit: int = 100
     ) -> list[Job]:
-        """Newest first, read as :meth:`get_state` reads (no inputs, no result)."""
+        """Newest first, read as :meth:`get_state` reads (no inputs, no result): the
+        first page of :meth:`job_summaries` for one status and one endpoint."""
+        statuses = (str(status),) if status is not None else ()
+        endpoints = (endpoint,) if endpoint is not None else ()
+        return self.job_summaries(statuses=statuses, endpoints=endpoints, limit=limit)
 
     @abc.abstractmethod
     def queue_depths(self) -> dict[str, int]:
@@ -387,10 +390,6 @@ class JobStore(abc.ABC):
         """Jobs newest (highest seq) first, without payloads (``inputs`` is ``{}``,
         ``result`` None): those of any of ``statuses`` and ``endpoints`` (empty: all),
         with ``seq < before_seq`` when given (cursor pagination), at most ``limit``."""
-
-    @abc.abstractmethod
-    def job_summary(self, job_id: str) -> Job | None:
-        """The job without payloads (as in :meth:`job_summaries`), or None."""
 
     @abc.abstractmethod
     def queue_positions(self, seqs: Sequence[int]) -> dict[int, int]:

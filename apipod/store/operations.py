@@ -17,20 +17,15 @@ from typing import Any
 from apipod.store.base import TERMINAL_STATUSES, Job, JobStatus
 from apipod.store.records import IdempotencyRecord, JobMetrics
 from apipod.store.sql import (
-    JOB_COLUMNS,
+    STATE_COLS,
     format_ts,
     parse_ts,
     placeholders,
+    row_to_job,
     ts_in,
     utcnow,
 )
 
-#: The job columns an overview needs: everything but the payloads.
-SUMMARY_COLUMNS = tuple(c for c in JOB_COLUMNS if c not in ("inputs", "result"))
-_SUMMARY_COLS = ", ".join(SUMMARY_COLUMNS)
-_TIMESTAMPS = frozenset(
-    {"lease_expires_at", "created_at", "queued_at", "started_at", "finished_at"}
-)
 RETRYABLE_STATUSES = frozenset({JobStatus.FAILED, JobStatus.TIMEOUT, JobStatus.CANCELLED})
 RETRIED_MESSAGE = "retried by operator"
 
@@ -40,7 +35,7 @@ _RETRY = (
     " result = NULL, progress = NULL, message = ?, worker = NULL, lease_expires_at = NULL,"
     " started_at = NULL, finished_at = NULL, queued_at = ?"
     " WHERE id = ? AND status IN ('failed', 'timeout', 'cancelled')"
-    f" RETURNING {_SUMMARY_COLS}"
+    f" RETURNING {STATE_COLS}"
 )
 #: Upper bounds (seconds) of the ``wait`` and ``run`` histogram buckets, ``+Inf`` after
 #: them: the list the triggers of migration 0006 sort values by.
@@ -64,17 +59,6 @@ _ENDINGS = (
     " WHERE finished_at IS NOT NULL AND finished_at >= ? ORDER BY finished_at LIMIT ?"
 )
 _QUEUED_SEQS = "SELECT seq FROM jobs WHERE status = 'queued' AND seq <= ? ORDER BY seq"
-_GET_SUMMARY = f"SELECT {_SUMMARY_COLS} FROM jobs WHERE id = ?"
-
-
-def row_to_summary(row: Sequence[Any]) -> Job:
-    """A :class:`Job` from a row selected as :data:`SUMMARY_COLUMNS` (``inputs`` empty,
-    ``result`` None)."""
-    values = dict(zip(SUMMARY_COLUMNS, row, strict=True))
-    for name in _TIMESTAMPS:
-        values[name] = parse_ts(values[name])
-    values["status"] = JobStatus(values["status"])
-    return Job(inputs={}, result=None, **values)
 
 
 def summary_page_sql(by_status: int, by_endpoint: int, before: bool) -> str:
@@ -88,7 +72,7 @@ def summary_page_sql(by_status: int, by_endpoint: int, before: bool) -> str:
     if before:
         conditions.append("seq < ?")
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    return f"SELECT {_SUMMARY_COLS} FROM jobs{where} ORDER BY seq DESC LIMIT ?"
+    return f"SELECT {STATE_COLS} FROM jobs{where} ORDER BY seq DESC LIMIT ?"
 
 
 class OperationsMixin:
@@ -120,12 +104,7 @@ class OperationsMixin:
         if before_seq is not None:
             params.append(int(before_seq))
         params.append(max(int(limit), 0))
-        return [row_to_summary(row) for row in self._read(sql, params)]
-
-    def job_summary(self, job_id: str) -> Job | None:
-        """See :meth:`JobStore.job_summary`."""
-        rows = self._read(self._adapt(_GET_SUMMARY), (job_id,))
-        return row_to_summary(rows[0]) if rows else None
+        return [row_to_job(row) for row in self._read(sql, params)]
 
     def queue_positions(self, seqs: Sequence[int]) -> dict[int, int]:
         """See :meth:`JobStore.queue_positions`."""
@@ -183,7 +162,7 @@ class OperationsMixin:
         if not rows:
             return None
         self._work_notify()
-        return row_to_summary(rows[0])
+        return row_to_job(rows[0])
 
     def purge(
         self, older_than_s: float, statuses: Sequence[str] = (), batch_size: int = 500

@@ -215,7 +215,7 @@ _JOB_COLS = ", ".join(JOB_COLUMNS)
 # The same columns with the two big ones left out: what a status poll or a history list
 # reads. The row keeps its shape (``'{}'`` for inputs, NULL for result), so
 # :func:`row_to_job` reads it as any other.
-_STATE_COLS = _JOB_COLS.replace("inputs, result", "'{}', NULL")
+STATE_COLS = _JOB_COLS.replace("inputs, result", "'{}', NULL")
 _STATE_WITH_RESULT_COLS = _JOB_COLS.replace("inputs, result", "'{}', result")
 _OWNED = "id = ? AND status = 'processing' AND worker = ?"
 _REQUEUE = "attempts < max_attempts"
@@ -317,13 +317,6 @@ def claim_batch_sql(
     )
 
 
-def list_jobs_sql(by_status: bool, by_endpoint: bool) -> str:
-    """History query, newest first. Parameters: [status], [endpoint], limit."""
-    conditions = [c for c, on in (("status = ?", by_status), ("endpoint = ?", by_endpoint)) if on]
-    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    return f"SELECT {_STATE_COLS} FROM jobs{where} ORDER BY seq DESC LIMIT ?"
-
-
 @dataclass(frozen=True)
 class Statements:
     """The fixed statements of the store, in one driver's placeholder style."""
@@ -334,7 +327,7 @@ class Statements:
         " created_at, queued_at) VALUES (?, ?, 'queued', ?, 0, ?, ?, ?, ?) RETURNING seq"
     )
     get_job: str = f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?"
-    get_state: str = f"SELECT {_STATE_COLS} FROM jobs WHERE id = ?"
+    get_state: str = f"SELECT {STATE_COLS} FROM jobs WHERE id = ?"
     get_state_with_result: str = f"SELECT {_STATE_WITH_RESULT_COLS} FROM jobs WHERE id = ?"
     claim_any: str = claim_sql(0)
     heartbeat: str = f"UPDATE jobs SET lease_expires_at = ? WHERE {_OWNED}"
@@ -358,7 +351,7 @@ class Statements:
     cancel: str = (
         "UPDATE jobs SET status = 'cancelled', error = ?, finished_at = ?, inputs = '{}',"
         " lease_expires_at = NULL WHERE id = ? AND status IN ('queued', 'processing')"
-        f" RETURNING {_STATE_COLS}"
+        f" RETURNING {STATE_COLS}"
     )
     queue_depths: str = (
         "SELECT endpoint, count(*) FROM jobs WHERE status = 'queued' GROUP BY endpoint"

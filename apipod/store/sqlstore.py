@@ -33,7 +33,6 @@ from apipod.store.sql import (
     claim_sql,
     dump_json,
     format_ts,
-    list_jobs_sql,
     placeholders,
     release_sql,
     row_to_job,
@@ -231,15 +230,6 @@ class SqlJobStore(OperationsMixin, WebhookOutboxMixin, JobStore):
         self.discard_files(job_id)
         self._notify_result(job_id)
         return row_to_job(rows[0])
-
-    def list_jobs(
-        self, *, status: str | None = None, endpoint: str | None = None, limit: int = 100
-    ) -> list[Job]:
-        """Newest (highest seq) first, filtered by status and/or endpoint."""
-        key = ("list", status is not None, endpoint is not None)
-        sql = self._cached_sql(key, lambda: list_jobs_sql(key[1], key[2]))
-        params = [str(v) for v in (status, endpoint) if v is not None]
-        return [row_to_job(row) for row in self._read(sql, (*params, max(int(limit), 0)))]
 
     def queue_depths(self) -> dict[str, int]:
         return {endpoint: count for endpoint, count in self._read(self._sql.queue_depths)}

@@ -28,8 +28,8 @@ def test_job_summaries_page_by_cursor_without_payloads(store: JobStore) -> None:
     assert [j.id for j in store.job_summaries(statuses=["processing"])] == [running.id]
     both = store.job_summaries(statuses=["processing", "queued"], endpoints=["/b", "/a"])
     assert len(both) == 7
-    assert store.job_summary(running.id).status is JobStatus.PROCESSING
-    assert store.job_summary("unknown") is None
+    assert store.get_state(running.id).status is JobStatus.PROCESSING
+    assert store.get_state("unknown") is None
 
 
 def test_queue_positions_follow_the_claim_order(store: JobStore) -> None:
