@@ -148,6 +148,14 @@ def test_a_job_cancelled_while_its_batch_runs_is_cancelled_after_it(
 def test_a_crash_mid_batch_retries_each_job_on_its_own(
     client: httpx.Client, store: JobStore
 ) -> None:
+    # The worker is inside another batch's call while the three arrive, so its next claim
+    # takes all three at once whatever its fill-wait policy: one batch that a crash ends.
+    holder = submit(client, "/echo", {"text": "hold", "pause": 2})
+    wait_until(
+        lambda: client.get(f"/status/{holder}").json().get("message") == "batch of 1",
+        15,
+        "the holder's batch call started",
+    )
     ids = submit_all(client, "/echo", [{"text": "a"}, {"text": "crash"}, {"text": "b"}])
     a, crashed, b = (wait_terminal(client, job_id, timeout=60) for job_id in ids)
     assert a["status"] == b["status"] == "finished", (a, b)
