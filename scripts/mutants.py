@@ -196,8 +196,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "sup-job-timeout-ignored",
         "apipod/supervisor/lifecycle.py",
-        "if self.job_id and self.job_deadline and now > self.job_deadline:",
-        "if self.job_id and self.job_deadline and now > self.job_deadline + 3600:",
+        "if job.deadline and now > job.deadline]",
+        "if job.deadline and now > job.deadline + 3600]",
         (f"{TIMEOUTS}::test_job_timeout_kills_the_worker_and_a_new_one_takes_its_place",),
         "a job past its timeout keeps running",
     ),
@@ -224,7 +224,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "sup-crashed-job-not-released",
         "apipod/supervisor/lifecycle.py",
-        'decisions.append(StoreCall("release", (self.job_id, worker.worker_id, error), done))',
+        'decisions.append(StoreCall("release", (job_id, worker.worker_id, error), done))',
         "done = None",
         (
             "tests/supervisor/test_failures.py::"
@@ -235,7 +235,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "sup-shutdown-drops-job",
         "apipod/supervisor/lifecycle.py",
-        'decisions.append(StoreCall("requeue", (self.job_id, worker.worker_id), done))',
+        'decisions.append(StoreCall("requeue", (job_id, worker.worker_id), done))',
         "done = None",
         (
             "tests/supervisor/test_lifecycle.py::"
@@ -265,9 +265,9 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "worker-media-type-lost",
-        "apipod/worker/runner.py",
-        '"content_type": media.content_type}',
-        '"content_type": None}',
+        "apipod/payload.py",
+        '"content_type": content_type or "application/octet-stream",',
+        '"content_type": "application/octet-stream",',
         (f"{RESULTS}::test_a_media_result_keeps_its_name_and_content_type",),
         "a media result loses its content type in queue mode (issue 16, 5)",
     ),
