@@ -101,16 +101,24 @@ class ConnectionPool:
             raise StoreUnavailable(f"job store {self._where}: no free connection within 30 s")
         conn: psycopg.Connection | None = None
         try:
-            conn = self._take()
-            yield conn
-        except pg_errors.DataError as exc:
-            raise StoreRejected(f"job store {self._where}: {exc}") from exc
-        except psycopg.Error as exc:
-            raise unavailable(exc, self._where) from exc
+            with self._driver_errors():
+                conn = self._take()
+                yield conn
         finally:
             if conn is not None:
                 self._give(conn)
             self._slots.release()
+
+    @contextlib.contextmanager
+    def _driver_errors(self) -> Iterator[None]:
+        """psycopg's errors as the store's: data the server refuses is StoreRejected,
+        everything else StoreUnavailable."""
+        try:
+            yield
+        except pg_errors.DataError as exc:
+            raise StoreRejected(f"job store {self._where}: {exc}") from exc
+        except psycopg.Error as exc:
+            raise unavailable(exc, self._where) from exc
 
     def run(self, work: Callable[[psycopg.Connection], T]) -> T:
         """``work(conn)`` as one call, driver errors as StoreUnavailable.
@@ -131,17 +139,14 @@ class ConnectionPool:
             raise StoreUnavailable(f"job store {self._where}: no free connection within 30 s")
         conn: psycopg.Connection | None = None
         try:
-            conn, reused = self._take_marked(reuse)
-            try:
-                return work(conn)
-            except psycopg.OperationalError as exc:
-                if reused and conn.broken:
-                    raise _DroppedWhileIdle() from exc
-                raise
-        except pg_errors.DataError as exc:
-            raise StoreRejected(f"job store {self._where}: {exc}") from exc
-        except psycopg.Error as exc:
-            raise unavailable(exc, self._where) from exc
+            with self._driver_errors():
+                conn, reused = self._take_marked(reuse)
+                try:
+                    return work(conn)
+                except psycopg.OperationalError as exc:
+                    if reused and conn.broken:
+                        raise _DroppedWhileIdle() from exc
+                    raise
         finally:
             if conn is not None:
                 self._give(conn)
