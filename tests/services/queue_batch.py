@@ -32,6 +32,12 @@ def echo(
     ]
 
 
+# The cancel tests need a batch that is certain to wait for its second job: /echo's
+# adaptive fill-wait (see apipod.worker.batch.PROBE_EVERY) skips the wait after an earlier
+# test's wait brought nothing, and batches of two start as soon as the second job joins.
+app.endpoint("/pair", batch_size=2, batch_wait_ms=10_000)(echo)
+
+
 @app.endpoint("/hang", batch_size=2, batch_wait_ms=1500, job_timeout=1)
 def hang(n: list[int]) -> list:
     time.sleep(600)

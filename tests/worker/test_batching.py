@@ -114,10 +114,10 @@ def test_a_batch_that_raises_fails_every_job_with_its_error(
 def test_a_job_cancelled_while_its_batch_fills_is_dropped_from_it(
     client: httpx.Client, store: JobStore
 ) -> None:
-    first = submit(client, "/echo", {"text": "gone"})
+    first = submit(client, "/pair", {"text": "gone"})
     wait_for_status(client, first, {"processing"}, timeout=10)  # claimed: the batch fills
     assert client.post(f"/cancel/{first}").json()["status"] == "cancelled"
-    second = submit(client, "/echo", {"text": "kept"})
+    second = submit(client, "/pair", {"text": "kept"})
     body = wait_terminal(client, second)
     assert body["status"] == "finished" and body["result"]["batch"] == ["kept"], body
     assert body["metrics"]["batch_id"] == store.get(first).batch_id  # it joined that batch
@@ -128,7 +128,7 @@ def test_a_job_cancelled_while_its_batch_runs_is_cancelled_after_it(
     client: httpx.Client, store: JobStore
 ) -> None:
     bodies = [{"text": "c1", "pause": 3}, {"text": "c2", "pause": 3}]
-    first, second = submit_all(client, "/echo", bodies)
+    first, second = submit_all(client, "/pair", bodies)
     worker = worker_running(client, first, timeout=15)
     wait_until(
         lambda: client.get(f"/status/{first}").json().get("message") == "batch of 2",
