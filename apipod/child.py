@@ -1,9 +1,9 @@
-"""How every process of a service starts: its log format, its title, and dying with its
-parent.
+"""How every child process of a service starts: its logging, its title, and dying with
+its parent.
 
-The supervisor, the API process and the workers all call :func:`setup_logging`; the two
-kinds of child call :func:`enter_child` first thing, so no child ever outlives the
-supervisor (a worker holds a GPU and claims jobs: an orphan would do both for nobody).
+The two kinds of child (the API process and the workers) call :func:`enter_child` first
+thing, so no child ever outlives the supervisor (a worker holds a GPU and claims jobs: an
+orphan would do both for nobody).
 """
 
 from __future__ import annotations
@@ -15,38 +15,17 @@ import os
 import signal
 import threading
 import time
+from typing import TYPE_CHECKING, Any
+
+from apipod.logs import bind_process, setup_logging
+
+if TYPE_CHECKING:
+    from apipod.config import Config
 
 logger = logging.getLogger(__name__)
 
-LOG_FORMAT = "%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s"
 PARENT_CHECK_S = 0.5
 _PR_SET_PDEATHSIG = 1
-
-
-def setup_logging(level: str, *, force: bool = False) -> None:
-    """One log format for every process; ``force`` replaces handlers a library added."""
-    root = logging.getLogger()
-    if force or not root.handlers:
-        logging.basicConfig(format=LOG_FORMAT, level=level.upper(), force=force)
-    root.setLevel(level.upper())
-
-
-class _QuietPolls(logging.Filter):
-    """Drops uvicorn's access lines for status polls and health checks unless the log
-    level is debug: a client waiting for a job polls many times a second."""
-
-    PREFIXES = ("/status/", "/health", "/jobs/")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args if isinstance(record.args, tuple) else ()
-        if len(args) >= 3 and args[1] == "GET" and str(args[2]).startswith(self.PREFIXES):
-            return logging.getLogger().isEnabledFor(logging.DEBUG)
-        return True
-
-
-def quiet_status_polls() -> None:
-    """Status polls and health checks are logged at debug level only."""
-    logging.getLogger("uvicorn.access").addFilter(_QuietPolls())
 
 
 def set_title(title: str) -> None:
@@ -61,14 +40,17 @@ def set_title(title: str) -> None:
     setproctitle.setproctitle(f"apipod: {title}")
 
 
-def enter_child(title: str, log_level: str) -> None:
-    """First steps of a spawned child: log setup, title, and death with the supervisor.
+def enter_child(title: str, config: Config, role: str, **log_fields: Any) -> None:
+    """First steps of a spawned child: log set-up (``role`` and ``log_fields`` name the
+    process in every record, see :func:`apipod.logs.bind_process`), title, and death
+    with the supervisor.
 
     ``PR_SET_PDEATHSIG`` makes the kernel SIGKILL this process when its parent exits
     (Linux). A thread also watches the parent pid, for other platforms and for the race
     where the parent died before the ``prctl`` call took effect.
     """
-    setup_logging(log_level, force=True)
+    setup_logging(config.log_level, config.log_format, force=True)
+    bind_process(role, **log_fields)
     set_title(title)
     parent = multiprocessing.parent_process()
     parent_pid = parent.pid if parent is not None else os.getppid()

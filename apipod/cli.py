@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from apipod import __version__
-from apipod.child import quiet_status_polls, setup_logging
 from apipod.errors import APIPodError
+from apipod.logs import LOG_FORMATS, bind_process, quiet_status_polls, setup_logging
 from apipod.ops import cli as ops_cli
 
 if TYPE_CHECKING:
@@ -66,6 +66,12 @@ def _add_start(commands: Any) -> None:
         choices=["debug", "info", "warning", "error"],
         help="log verbosity of every process (default info)",
     )
+    start.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="'text' for people (default) or 'json': one object per line with the job id, "
+        "endpoint, worker and GPU, for log collectors",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _start(args: argparse.Namespace) -> int:
     from apipod.loader import load_app
 
-    setup_logging(args.log_level or "info")
+    setup_logging(args.log_level or "info", args.log_format or "text")
     app = load_app(args.target)
     settings = {
         key: getattr(args, key)
@@ -98,6 +104,7 @@ def _start(args: argparse.Namespace) -> int:
             "api_key",
             "role",
             "log_level",
+            "log_format",
         )
     }
     return run_app(app, host=args.host, port=args.port, target=args.target, **settings)
@@ -112,13 +119,14 @@ def run_app(
 ) -> int:
     """Serve ``app``: uvicorn alone in synchronous mode, the supervisor in queue mode."""
     config = app.configure(host=host, port=port, **settings)
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format)
     if not config.queue_enabled:
         import uvicorn
 
         from apipod.supervisor.api_process import check_port
 
         check_port(config.host, config.port)
+        bind_process("api")
         quiet_status_polls()
         logger.info("serving %s synchronously on http://%s:%d", app.title, config.host, config.port)
         from apipod.app.server import uvicorn_options
@@ -128,6 +136,7 @@ def run_app(
             host=config.host,
             port=config.port,
             log_level=config.log_level,
+            log_config=None,  # uvicorn's records go through our handler and format
             **uvicorn_options(config),
         )
         return 0

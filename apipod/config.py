@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from apipod.errors import ConfigError
+from apipod.logs import LOG_FORMATS
 
 COMPUTE_MODES = ("dedicated", "serverless")
 PROVIDERS = ("localhost",)
@@ -55,6 +56,8 @@ class Config:
     max_jobs_per_worker: int = 0
     worker_max_rss_mb: float = 0.0
     log_level: str = "info"
+    #: "text" (for people) or "json" (one object per line, for log collectors).
+    log_format: str = "text"
     webhook_secret: str | None = None
     webhook_allowlist: tuple[str, ...] = ()
     webhook_timeout_s: float = 10.0
@@ -221,6 +224,8 @@ def _validate(config: Config) -> None:
             f"provider {config.provider!r} is not supported here; use one of {PROVIDERS} "
             "(set APIPOD_PROVIDER or APIPod(provider=...))"
         )
+    if config.log_format not in LOG_FORMATS:
+        raise ConfigError(f"log_format must be one of {LOG_FORMATS}, got {config.log_format!r}")
     if config.role not in ROLES:
         raise ConfigError(f"role must be one of {ROLES}, got {config.role!r}")
     if not 0 < config.port < 65536:

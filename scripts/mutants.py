@@ -271,6 +271,22 @@ MUTANTS: tuple[Mutant, ...] = (
         (f"{RESULTS}::test_a_media_result_keeps_its_name_and_content_type",),
         "a media result loses its content type in queue mode (issue 16, 5)",
     ),
+    Mutant(
+        "logs-job-context-lost",
+        "apipod/worker/process.py",
+        "with job_context(job.id if len(jobs) == 1 else None, job.endpoint, job.batch_id):",
+        "with job_context(None, None):",
+        ("tests/test_logs.py::test_a_queue_service_logs_json_from_every_process",),
+        "a worker's JSON log lines do not name the job they come from (issue 14, 7)",
+    ),
+    Mutant(
+        "logs-uvicorn-own-format",
+        "apipod/cli.py",
+        "log_config=None,  # uvicorn's records go through our handler and format",
+        "",
+        ("tests/test_logs.py::test_a_synchronous_service_logs_json_with_the_flag",),
+        "a synchronous service's uvicorn lines are text in a JSON log (issue 14, 7)",
+    ),
     # --- front end and auth -------------------------------------------------------------------------
     Mutant(
         "auth-status-fast-path-open",

@@ -26,6 +26,7 @@ START_FLAGS = [
     "--database-url",
     "--role",
     "--log-level",
+    "--log-format",
 ]
 
 

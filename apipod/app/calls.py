@@ -19,6 +19,7 @@ from apipod.endpoint import (
     media_error,
 )
 from apipod.errors import MediaError, StorageFull
+from apipod.logs import job_context
 from apipod.media.convert import (
     MediaBudget,
     MediaPayload,
@@ -111,10 +112,11 @@ async def call_endpoint(
         kwargs = batch_arguments(spec, [kwargs])
     if spec.progress_param:
         kwargs[spec.progress_param] = progress
-    if spec.is_async:
-        result = _only_result(spec, await spec.func(**kwargs))
-        return await run_in_threadpool(_encode, spec, result, image_format)
-    return await run_in_threadpool(_call_and_encode, spec, kwargs, image_format)
+    with job_context(None, spec.path):  # the thread pool runs in a copy of this context
+        if spec.is_async:
+            result = _only_result(spec, await spec.func(**kwargs))
+            return await run_in_threadpool(_encode, spec, result, image_format)
+        return await run_in_threadpool(_call_and_encode, spec, kwargs, image_format)
 
 
 def _call_and_encode(spec: EndpointSpec, kwargs: dict[str, Any], image_format: str) -> Any:

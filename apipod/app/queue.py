@@ -345,7 +345,9 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
         job = await queue.call(queue.store.cancel, job_id)
         if job is None:
             raise JobNotFound(job_id)
-        logger.info("job %s cancelled by client (now %s)", job_id, job.status)
+        logger.info(
+            "job %s cancelled by client (now %s)", job_id, job.status, extra={"job_id": job_id}
+        )
         return await queue.respond(job, request)
 
     @app.router.post(
@@ -358,7 +360,7 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
         if job is None:
             now = await queue.call(queue.store.get_state, job_id)
             raise JobNotFound(job_id) if now is None else joblist.not_retryable(now)
-        logger.info("job %s queued again by an operator", job_id)
+        logger.info("job %s queued again by an operator", job_id, extra={"job_id": job_id})
         return JSONResponse(queue.summary(job))
 
     @app.router.get(

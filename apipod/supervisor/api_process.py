@@ -11,10 +11,11 @@ import time
 import uvicorn
 
 from apipod.app.server import uvicorn_options
-from apipod.child import enter_child, quiet_status_polls
+from apipod.child import enter_child
 from apipod.config import Config
 from apipod.errors import APIPodError
 from apipod.loader import load_app
+from apipod.logs import quiet_status_polls
 from apipod.supervisor.children import spawn
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def check_port(host: str, port: int) -> None:
 
 def api_main(target: str, config: Config) -> None:
     """Entry point of the spawned API process."""
-    enter_child("api", config.log_level)
+    enter_child("api", config, role="api")
     quiet_status_polls()
     app = load_app(target)
     app.apply_config(config)

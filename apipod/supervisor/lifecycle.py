@@ -295,7 +295,7 @@ class WorkerSlot:
 def _log_release(job_id: str, error: str) -> Any:
     def done(status: object) -> None:
         if status is not None:
-            logger.warning("job %s: %s; now %s", job_id, error, status)
+            logger.warning("job %s: %s; now %s", job_id, error, status, extra={"job_id": job_id})
 
     return done
 

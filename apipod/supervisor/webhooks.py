@@ -144,19 +144,20 @@ class WebhookSender:
         retry: bool,
     ) -> None:
         later = retry_at(delivery, datetime.now(timezone.utc)) if retry else None
+        job = {"job_id": delivery.job_id}
         if error is None:
-            logger.info("webhook %s of job %s delivered", delivery.event, delivery.job_id)
+            logger.info("webhook %s of job %s delivered", delivery.event, job["job_id"], extra=job)
         elif later is None:
             logger.error(
-                "webhook %s of job %s failed for good: %s", delivery.event, delivery.job_id, error
+                "webhook %s of job %s failed for good: %s",
+                *(delivery.event, delivery.job_id, error),
+                extra=job,
             )
         else:
             logger.warning(
                 "webhook %s of job %s: %s; retrying at %s",
-                delivery.event,
-                delivery.job_id,
-                error,
-                later.isoformat(timespec="seconds"),
+                *(delivery.event, delivery.job_id, error, later.isoformat(timespec="seconds")),
+                extra=job,
             )
         self.store.record_webhook_attempt(
             delivery.seq, body=body, status_code=status, error=error, retry_at=later

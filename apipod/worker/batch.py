@@ -117,7 +117,11 @@ class Batcher:
             if self._store.heartbeat(job.id, self._worker_id, self._lease_s):
                 kept.append(job)
             else:
-                logger.info("job %s left batch %s before it started", job.id, job.batch_id)
+                logger.info(
+                    "job %s left batch %s before it started",
+                    *(job.id, job.batch_id),
+                    extra=_of(job),
+                )
         return kept
 
     def _others_waiting(self, path: str) -> bool:
@@ -205,14 +209,16 @@ class BatchRun:
         try:
             encoded = self._runner.encoder(job.id)(result)
             if not self._store.finish(job.id, self._worker_id, encoded):
-                logger.info("job %s: result dropped, the job is no longer ours", job.id)
+                logger.info(
+                    "job %s: result dropped, the job is no longer ours", job.id, extra=_of(job)
+                )
         except Exception as exc:  # an unstorable result fails its job only
             self._fail(job, exc)
 
     def _fail(self, job: Job, exc: BaseException) -> None:
         trace = "".join(traceback.format_exception(exc))
         if not self._store.fail(job.id, self._worker_id, client_error_text(exc), trace):
-            logger.info("job %s: error dropped, the job is no longer ours", job.id)
+            logger.info("job %s: error dropped, the job is no longer ours", job.id, extra=_of(job))
 
 
 class BatchProgress:
@@ -230,6 +236,11 @@ class BatchProgress:
                 reached += 1
         if not reached:
             raise JobCancelled("every job of the batch was cancelled")
+
+
+def _of(job: Job) -> dict[str, str]:
+    """A log record's context for one job of a batch (the batch's context names none)."""
+    return {"job_id": job.id}
 
 
 def _wait_left(oldest: Job, wait_s: float) -> float:

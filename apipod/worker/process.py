@@ -20,6 +20,7 @@ import psutil
 
 from apipod.child import enter_child
 from apipod.errors import StoreUnavailable
+from apipod.logs import job_context
 from apipod.store import open_store
 from apipod.store.base import JobStore, WorkerInfo, WorkerState
 from apipod.store.retry import Outage, RetryingStore, call_with_retry
@@ -55,7 +56,9 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     gpu = f"gpu {spec.gpu}" if spec.gpu is not None else "cpu"
-    enter_child(f"worker {spec.index} ({gpu})", spec.config.log_level)
+    enter_child(
+        f"worker {spec.index} ({gpu})", spec.config, "worker", worker=spec.worker_id, gpu=spec.gpu
+    )
     outage = Outage(f"worker {spec.worker_id}")
     config = spec.config
     opened = call_with_retry(
@@ -194,21 +197,25 @@ class Worker:
             except StoreUnavailable:
                 break  # told to stop while the store was unavailable
             job = jobs[0]
-            logger.info(
-                "worker %s runs job %s (%s, attempt %d)%s",
-                worker_id,
-                job.id,
-                job.endpoint,
-                job.attempts,
-                f" and {len(jobs) - 1} more in batch {job.batch_id}" if len(jobs) > 1 else "",
-            )
-            more = tuple((other.id, other.timeout_s) for other in jobs[1:])
-            self.conn.send(Busy(job.id, job.timeout_s, more))
-            self.row.update(state=WorkerState.BUSY, current_job=job.id, current_batch=job.batch_id)
-            if batcher is not None:
-                batcher.run(jobs)
-            else:
-                runner.run(job)
+            # A batch's records name its batch; each of its jobs is named where it settles.
+            with job_context(job.id if len(jobs) == 1 else None, job.endpoint, job.batch_id):
+                logger.info(
+                    "worker %s runs job %s (%s, attempt %d)%s",
+                    worker_id,
+                    job.id,
+                    job.endpoint,
+                    job.attempts,
+                    f" and {len(jobs) - 1} more in batch {job.batch_id}" if len(jobs) > 1 else "",
+                )
+                more = tuple((other.id, other.timeout_s) for other in jobs[1:])
+                self.conn.send(Busy(job.id, job.timeout_s, more))
+                self.row.update(
+                    state=WorkerState.BUSY, current_job=job.id, current_batch=job.batch_id
+                )
+                if batcher is not None:
+                    batcher.run(jobs)
+                else:
+                    runner.run(job)
             self.jobs_done += len(jobs)
             self.row.update(
                 state=WorkerState.READY,

@@ -107,6 +107,7 @@ class JobWatch:
                 "job %s is no longer ours (%s); it stops at its next report",
                 self._job_id,
                 why,
+                extra={"job_id": self._job_id},
             )
             self.lost.set()
 
