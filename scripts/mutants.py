@@ -272,6 +272,15 @@ MUTANTS: tuple[Mutant, ...] = (
         "a media result loses its content type in queue mode (issue 16, 5)",
     ),
     Mutant(
+        "worker-row-update-lost",
+        "apipod/worker/process.py",
+        "        rss = self.rss_bytes()\n        with self._info_lock:\n"
+        "            self.info = info = replace(self.info, rss_bytes=rss)",
+        "        self.info = info = replace(self.info, rss_bytes=self.rss_bytes())",
+        ("tests/worker/test_process.py::test_a_state_change_during_a_row_write_is_never_lost",),
+        "a worker's state change made while its row is written is lost: /health shows it busy",
+    ),
+    Mutant(
         "logs-job-context-lost",
         "apipod/worker/process.py",
         "with job_context(job.id if len(jobs) == 1 else None, job.endpoint, job.batch_id):",

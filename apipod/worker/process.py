@@ -79,6 +79,9 @@ class WorkerRow:
 
     Changes are written by a daemon thread, coalesced, so the claim → run loop never
     waits on them; the thread also refreshes ``heartbeat_at`` and RSS while idle or busy.
+    ``info`` is changed under a lock by both threads: a write that measured the RSS must
+    not put back the state it read before a change the main thread made meanwhile (the
+    row then showed ``busy`` or ``starting`` for good, and /health no ready worker).
     """
 
     def __init__(self, spec: WorkerSpec, store: JobStore) -> None:
@@ -87,6 +90,7 @@ class WorkerRow:
         self._outage = Outage(f"worker {spec.worker_id} row")
         self._stopped = threading.Event()
         self._changed = threading.Event()
+        self._info_lock = threading.Lock()
         self.info = WorkerInfo(
             id=spec.worker_id,
             host=spec.host,
@@ -107,16 +111,19 @@ class WorkerRow:
         self.write()
 
     def update(self, **changes: object) -> None:
-        self.info = replace(self.info, **changes)
+        with self._info_lock:
+            self.info = replace(self.info, **changes)
         self._changed.set()
 
     def rss_bytes(self) -> int:
         return self._process.memory_info().rss
 
     def write(self) -> None:
-        self.info = replace(self.info, rss_bytes=self.rss_bytes())
+        rss = self.rss_bytes()
+        with self._info_lock:
+            self.info = info = replace(self.info, rss_bytes=rss)
         try:
-            self._store.upsert_worker(self.info)
+            self._store.upsert_worker(info)
         except StoreUnavailable as exc:
             self._outage.failed(exc)  # one line per outage; the next refresh retries
             return
