@@ -18,6 +18,9 @@ import pytest
 
 from tests.helpers import SERVICES, ServiceProcess, apipod_command, free_port, service_env
 
+# Starts a whole service for every mode and every way of giving the key: the full tier.
+pytestmark = pytest.mark.slow
+
 KEY = "k3y-for-every-route"
 GOOD = {"Authorization": f"Bearer {KEY}"}
 WRONG = [

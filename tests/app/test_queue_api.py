@@ -180,6 +180,7 @@ def test_synchronous_endpoint_in_queue_mode(client: httpx.Client, api_only: Serv
     assert body["loaded_in_pid"] is None  # on_worker_start never runs in the API process
 
 
+@pytest.mark.slow
 def test_back_pressure_429_under_concurrent_submits(tmp_path: Path) -> None:
     with running_service(
         tmp_path, "queue_ok.py", wait_healthy=False, role="api", queue_size=5
@@ -197,6 +198,7 @@ def test_back_pressure_429_under_concurrent_submits(tmp_path: Path) -> None:
     assert other.status_code == 200  # the limit is per endpoint
 
 
+@pytest.mark.slow
 def test_accepted_submits_survive_kill_9_of_the_api(tmp_path: Path) -> None:
     with running_service(tmp_path, "queue_ok.py", wait_healthy=False, role="api") as svc:
         svc.wait_until("/openapi.json", status=200)
@@ -218,6 +220,7 @@ def test_accepted_submits_survive_kill_9_of_the_api(tmp_path: Path) -> None:
             store.close()
 
 
+@pytest.mark.slow
 def test_finished_jobs_expire_after_ttl(tmp_path: Path) -> None:
     with (
         running_service(tmp_path, "queue_ok.py", job_ttl=1) as svc,
@@ -240,6 +243,7 @@ def test_finished_jobs_expire_after_ttl(tmp_path: Path) -> None:
         assert not files_dir.exists()
 
 
+@pytest.mark.slow
 def test_submit_with_wait_returns_the_finished_job(tmp_path: Path) -> None:
     with (
         running_service(tmp_path, "queue_ok.py") as svc,
@@ -266,6 +270,7 @@ def _api_pid(service: ServiceProcess) -> int:
     return httpx.get(service.url + "/health").json()["api"]["pid"]
 
 
+@pytest.mark.slow
 def test_a_locked_database_gives_503_and_writes_nothing(
     client: httpx.Client, api_only: ServiceProcess
 ) -> None:

@@ -20,6 +20,9 @@ from tests.helpers import ServiceProcess, running_service
 from tests.store.postgres_db import fresh_database
 from tests.supervisor.support import ready_workers
 
+# Starts whole queue-mode services (supervisor, API, workers) per test: the full tier.
+pytestmark = pytest.mark.slow
+
 # The API re-reads a waited-for job every 0.5 s even when no wake-up comes; an answer well
 # under that shows the wake-up worked.
 WOKEN_WITHIN_S = 0.25

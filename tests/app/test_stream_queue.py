@@ -20,6 +20,9 @@ from tests.helpers import ServiceProcess, running_service
 from tests.store.postgres_db import fresh_database
 from tests.supervisor.support import full_log, ready_workers, submit, wait_terminal, wait_until
 
+# Starts whole queue-mode services (supervisor, API, workers) per test: the full tier.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def service(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[ServiceProcess]:
@@ -173,7 +176,6 @@ def api_pid(service: ServiceProcess) -> int:
     return int(re.findall(r"API process pid (\d+)", full_log(service))[-1])
 
 
-@pytest.mark.slow
 def test_reconnect_after_kill_9_of_the_api_process(
     client: httpx.Client, service: ServiceProcess
 ) -> None:
@@ -206,7 +208,6 @@ def test_fastsdk_job_stream_reads_the_output(client: httpx.Client, service: Serv
         sdk.close()
 
 
-@pytest.mark.slow
 def test_a_stream_resumes_on_another_box(
     client: httpx.Client, service: ServiceProcess, tmp_path: Path
 ) -> None:

@@ -37,7 +37,7 @@ SETTINGS: dict[str, Any] = {
     "cancel_grace_s": 1,
 }
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

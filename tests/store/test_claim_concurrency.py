@@ -73,6 +73,7 @@ def _submit_many(url: str, data_dir: str, count: int, start: Any, out: Any) -> N
         store.close()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_concurrent_claimers_take_every_job_once_in_order(
     store: JobStore, database_url: str, data_dir: Path, run_children: RunChildren

@@ -143,6 +143,7 @@ def _produce_and_claim(url: str, data_dir: str, name: str, count: int, start: An
         store.close()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_three_processes_claim_6000_jobs_each_exactly_once(
     pg: PostgresStore, pg_url: str, tmp_path: Path, run_children: RunChildren

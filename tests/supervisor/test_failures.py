@@ -23,6 +23,9 @@ from tests.supervisor.support import (
     wait_until,
 )
 
+# Starts whole queue-mode services (supervisor, API, workers) per test: the full tier.
+pytestmark = pytest.mark.slow
+
 LOAD_ERROR = "RuntimeError: model weights not found at /models/missing.bin"
 
 

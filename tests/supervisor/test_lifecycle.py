@@ -29,6 +29,9 @@ from tests.supervisor.support import (
     wait_until,
 )
 
+# Starts whole queue-mode services (supervisor, API, workers) per test: the full tier.
+pytestmark = pytest.mark.slow
+
 MODEL_BYTES = 400 * 1024 * 1024
 
 

@@ -23,6 +23,9 @@ from tests.supervisor.support import (
     wait_terminal,
 )
 
+# Starts whole queue-mode services (supervisor, API, workers) per test: the full tier.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def two_gpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:

@@ -134,6 +134,7 @@ def test_a_slot_whose_start_keeps_failing_is_backed_off_then_given_up(tmp_path: 
 
 
 # --- rows of workers whose box is gone --------------------------------------------------------------
+@pytest.mark.slow
 def test_worker_rows_silent_for_long_are_pruned(tmp_path: Path) -> None:
     with (
         running_service(tmp_path, "queue_ok.py", max_workers=1, gpus="none", lease_s=1) as svc,

@@ -29,6 +29,9 @@ from tests.supervisor.support import (
     worker_running,
 )
 
+# Starts whole queue-mode services (supervisor, API, workers) per test: the full tier.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def hangs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
