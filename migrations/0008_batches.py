@@ -6,9 +6,7 @@ requeued job keeps the id of its last batch until it is claimed again.
 ``workers.current_batch``: the batch a busy worker runs (``/health`` shows it).
 
 On SQLite the column is appended after the big ones (``inputs`` last, see 0002): reading
-it for a job whose inputs spill onto overflow pages walks them. Inputs hold media as file
-references, so this costs only for huge text inputs; a rebuild that puts ``batch_id``
-with the small columns must recreate the triggers of 0004, 0006 and 0007 as well.
+it for a job whose inputs spill onto overflow pages walks them. 0009 moves it in front.
 """
 
 from __future__ import annotations

@@ -85,3 +85,58 @@ def test_processes_migrating_at_once_apply_each_migration_once(
     applied = sorted(v for _, versions in outcomes for v in versions)
     assert applied == [m.version for m in discover()]
     assert [v for v, _ in recorded(tmp_path / "apipod.db")] == applied
+
+
+# --- 0009: batch_id in front of the big columns (SQLite) ---------------------------------------
+def schema_objects(db: Path) -> dict[str, str]:
+    """The name and SQL of every index and trigger of ``jobs``."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE tbl_name = 'jobs'"
+            " AND type IN ('index', 'trigger') AND sql IS NOT NULL"
+        ).fetchall()
+    return dict(rows)
+
+
+def jobs_table(db: Path) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """The columns of ``jobs`` in their order, and every row by job id."""
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        names = [row["name"] for row in conn.execute("PRAGMA table_info(jobs)")]
+        rows = {row["id"]: dict(row) for row in conn.execute("SELECT * FROM jobs")}
+    return names, rows
+
+
+def test_0009_puts_batch_id_before_the_big_columns_and_keeps_rows_and_triggers(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    for migration in discover():
+        if migration.version <= "0008":
+            (folder / migration.path.name).write_text(migration.path.read_text())
+    store = SqliteStore(tmp_path / "apipod.db", tmp_path / "data")
+    try:
+        apply_migrations(store.engine, "sqlite", folder)
+        for prompt in ("a", "b" * 2_000_000, "c"):
+            store.enqueue("/e", {"prompt": prompt}, queue_size=10, max_attempts=3)
+        claimed = store.claim_batch("box/w0.m", 30, {"/e": 3})
+        assert len(claimed) == 3 and claimed[0].batch_id
+        names, before = jobs_table(store.path)
+        assert names.index("batch_id") > names.index("inputs")  # what 0008 left
+        objects = schema_objects(store.path)
+
+        assert apply_migrations(store.engine, "sqlite", migrations_dir()) == ["0009"]
+
+        names, after = jobs_table(store.path)
+        assert names[-4:] == ["batch_id", "traceback", "result", "inputs"]
+        assert after == before  # every value of every row kept
+        assert schema_objects(store.path) == objects  # every index and trigger back
+        job = claimed[1]
+        assert store.get_state(job.id).batch_id == job.batch_id
+        assert store.finish(job.id, "box/w0.m", {"ok": True})
+        assert store.job_metrics().counts[("/e", "finished")] == 1  # a trigger of 0006 fired
+        newest = store.enqueue("/e", {"prompt": "d"}, queue_size=10, max_attempts=3)
+        assert newest.seq > max(row["seq"] for row in before.values())
+    finally:
+        store.close()
