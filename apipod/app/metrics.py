@@ -20,7 +20,7 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import psutil
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -33,6 +33,7 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 from starlette.responses import Response
 
+from apipod.gpu import gpu_memory_used
 from apipod.store.base import TERMINAL_STATUSES, JobMetrics, JobStore, WorkerInfo, WorkerState
 from apipod.store.operations import DURATION_BUCKETS
 
@@ -164,7 +165,7 @@ class _StoreCollector:
 
 def _gpu_memory() -> Iterator[Metric]:
     """GPU memory in use per GPU index, where NVML is installed and answers."""
-    used = _nvml_memory_used()
+    used = gpu_memory_used()
     if used is None:
         return
     family = GaugeMetricFamily(
@@ -173,24 +174,3 @@ def _gpu_memory() -> Iterator[Metric]:
     for index, value in used.items():
         family.add_metric([str(index)], value)
     yield family
-
-
-def _nvml_memory_used() -> dict[int, int] | None:
-    try:
-        import pynvml
-    except ImportError:
-        return None
-    try:
-        pynvml.nvmlInit()
-        try:
-            count = pynvml.nvmlDeviceGetCount()
-            return {i: _used(pynvml, i) for i in range(count)}
-        finally:
-            pynvml.nvmlShutdown()
-    except pynvml.NVMLError as exc:
-        logger.debug("NVML does not answer: %s", exc)
-        return None
-
-
-def _used(pynvml: Any, index: int) -> int:
-    return int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index)).used)

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 from apipod.errors import ConfigError
+from apipod.gpu import gpu_indices
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ def resolve_gpus(setting: str) -> list[str]:
         return []
     if setting != "auto":
         return [part.strip() for part in setting.split(",") if part.strip()]
-    found = _from_nvml()
+    found = gpu_indices()
     if found is None:
         found = _from_nvidia_smi()
     if not found:
@@ -35,7 +36,7 @@ def check_gpus_exist(gpus: list[str]) -> None:
     or ``nvidia-smi`` tell which exist; with neither, no GPU does)."""
     if not gpus:
         return
-    found = _from_nvml()
+    found = gpu_indices()
     if found is None:
         found = _from_nvidia_smi()
     missing = [gpu for gpu in gpus if gpu not in (found or [])]
@@ -51,22 +52,6 @@ def check_gpus_exist(gpus: list[str]) -> None:
 def gpu_for_worker(gpus: list[str], index: int) -> str | None:
     """Worker ``index`` gets ``gpus[index % len(gpus)]``; None means CPU only."""
     return gpus[index % len(gpus)] if gpus else None
-
-
-def _from_nvml() -> list[str] | None:
-    try:
-        import pynvml  # from nvidia-ml-py, the 'gpu' extra
-    except ImportError:
-        return None
-    try:
-        pynvml.nvmlInit()
-        try:
-            return [str(i) for i in range(pynvml.nvmlDeviceGetCount())]
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception as exc:  # no driver, no device: NVML raises its own error types
-        logger.debug("NVML found no GPU: %s", exc)
-        return None
 
 
 def _from_nvidia_smi() -> list[str] | None:
