@@ -39,10 +39,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from apipod.errors import StoreUnavailable
+from apipod.store.filestore import FileBackend
 from apipod.store.pgconn import ConnectionPool, NotifyChannel
 from apipod.store.pgfiles import BlobFiles
+from apipod.store.primitives import Params, Row, T, Transaction, Wakeup
 from apipod.store.sql import TERMINAL_SQL, ts_in
-from apipod.store.sqlstore import FileBackend, Params, Row, SqlJobStore, T, Transaction, Wakeup
+from apipod.store.sqlstore import SqlJobStore
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ import sqlalchemy
 from sqlalchemy.pool import NullPool
 
 from apipod.errors import StoreUnavailable
-from apipod.store.sqlstore import Params, Row, SqlJobStore, T, Transaction
+from apipod.store.primitives import Params, Row, T, Transaction
+from apipod.store.sqlstore import SqlJobStore
 
 log = logging.getLogger(__name__)
 

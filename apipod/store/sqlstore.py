@@ -8,27 +8,27 @@ several statements in one transaction, for appending chunks). Every state change
 ownership is checked in the same statement that changes the row. Media files and
 wake-ups live in the data directory by default; a dialect may store them elsewhere
 (``_open_files``, ``_open_wakeups``) and lock the claim's subquery
-(``claim_lock_suffix``).
+(``claim_lock_suffix``). The verbs of chunks, files, operators and webhooks are mixins of
+their own modules (``chunkstore``, ``filestore``, ``operations``, ``webhookstore``).
 """
 
 from __future__ import annotations
 
 import abc
-import logging
-import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, TypeVar
+from typing import Any
 
 from apipod.errors import QueueFull
-from apipod.store.base import Chunk, Job, JobStatus, JobStore, StoredFile, WorkerInfo
+from apipod.store.base import Job, JobStatus, JobStore, WorkerInfo
+from apipod.store.chunkstore import ChunksMixin
+from apipod.store.filestore import FileBackend, FilesMixin, make_private_dir
 from apipod.store.localfiles import LocalFiles, check_job_id
 from apipod.store.operations import OperationsMixin
+from apipod.store.primitives import Params, Row, T, Transaction, Wakeup
 from apipod.store.sql import (
-    append_chunk_sql,
     build_statements,
-    chunk_guard_sql,
     claim_batch_sql,
     claim_sql,
     dump_json,
@@ -47,54 +47,11 @@ from apipod.store.wakeup import FifoWakeup
 from apipod.store.webhookstore import WebhookOutboxMixin
 
 CANCELLED_ERROR = "cancelled by client"
-_KNOWN_BATCH = 100
 LEASE_EXPIRED_ERROR = "lease expired"
 UNREADABLE_ERROR = "the stored job cannot be read"
-Row = tuple[Any, ...]
-Params = Sequence[Any]
 
 
-class FileBackend(Protocol):
-    """Where job media live (:class:`~apipod.store.localfiles.LocalFiles` by default)."""
-
-    def put(self, job_id: str, name: str, data: bytes | BinaryIO) -> str: ...
-
-    def read(self, ref: str) -> bytes: ...
-
-    def open(self, ref: str) -> BinaryIO: ...
-
-    def list(self, job_id: str) -> list[StoredFile]: ...
-
-    def delete_job(self, job_id: str) -> None: ...
-
-    def size(self) -> int: ...
-
-    def job_ids(self, older_than_s: float) -> list[str]: ...
-
-
-class Transaction(Protocol):
-    """Statements inside one open transaction (see ``SqlJobStore._transaction``)."""
-
-    def rows(self, sql: str, params: Params = ()) -> list[Row]: ...
-
-    def many(self, sql: str, rows: Sequence[Params]) -> int:
-        """Run ``sql`` once per parameter row; the rows changed in all."""
-
-
-T = TypeVar("T")
-
-
-class Wakeup(Protocol):
-    """One wake-up channel (:class:`~apipod.store.wakeup.FifoWakeup` by default)."""
-
-    def notify(self, message: bytes = b"\x01") -> None: ...
-
-    def wait(self, timeout: float, max_bytes: int = 1) -> bytes: ...
-
-    def close(self) -> None: ...
-
-
-class SqlJobStore(OperationsMixin, WebhookOutboxMixin, JobStore):
+class SqlJobStore(ChunksMixin, FilesMixin, OperationsMixin, WebhookOutboxMixin, JobStore):
     """Dialect-independent verbs. Subclasses set ``dialect`` and ``paramstyle`` and
     implement the primitives, ``migrate`` and ``close`` (calling ``super().close()``)."""
 
@@ -117,10 +74,7 @@ class SqlJobStore(OperationsMixin, WebhookOutboxMixin, JobStore):
             (lambda sql: sql) if self.paramstyle == "qmark" else to_format
         )
         self._dynamic_sql: dict[tuple[Any, ...], str] = {}
-        lock = self.chunk_lock_suffix
-        self._chunk_guard = self._adapt(chunk_guard_sql(lock))
-        self._append_one = self._adapt(append_chunk_sql(lock, returning=True))
-        self._append_many = self._adapt(append_chunk_sql(lock))
+        self._prepare_chunk_sql()
         self._files: FileBackend = self._open_files()
         self._work, self._results = self._open_wakeups()
         self._stream = self._open_stream_wakeup()
@@ -419,35 +373,6 @@ class SqlJobStore(OperationsMixin, WebhookOutboxMixin, JobStore):
         )
         return self._write(sql, padded)
 
-    # --- streamed output --------------------------------------------------------------------
-    def append_chunks(self, job_id: str, worker_id: str, values: Sequence[Any]) -> int | None:
-        """See :meth:`JobStore.append_chunks`. One value is one autocommit statement (the
-        common case of a slow generator: its cost decides the latency); several are one
-        transaction. PostgreSQL share-locks the job row, so a release waits for the
-        commit and a retry never numbers a chunk twice."""
-        params = [(job_id, dump_json(value), job_id, worker_id) for value in values]
-        if len(params) == 1:
-            rows = self._write_rows(self._append_one, params[0])
-            last_seq = rows[0][0] if rows else None
-        else:
-            last_seq = self._transaction(lambda tx: self._append(tx, job_id, worker_id, params))
-        if last_seq is not None and params:
-            self._chunks_written(job_id)
-        return last_seq
-
-    def _append(
-        self, tx: Transaction, job_id: str, worker_id: str, params: list[Params]
-    ) -> int | None:
-        if params and tx.many(self._append_many, params) == 0:
-            return None  # not owned: the first insert found no row, so did the rest
-        if not params and not tx.rows(self._chunk_guard, (job_id, worker_id)):
-            return None
-        return tx.rows(self._sql.last_chunk, (job_id,))[0][0]
-
-    def read_chunks(self, job_id: str, after_seq: int = 0, limit: int = 1000) -> list[Chunk]:
-        rows = self._read(self._sql.read_chunks, (job_id, int(after_seq), max(int(limit), 0)))
-        return [Chunk(seq, attempt, data) for seq, attempt, data in rows]
-
     # --- wake-ups ------------------------------------------------------------------------------
     def wait_for_work(self, timeout: float) -> None:
         self._work.wait(timeout)
@@ -457,49 +382,6 @@ class SqlJobStore(OperationsMixin, WebhookOutboxMixin, JobStore):
 
     def wait_for_stream(self, timeout: float) -> list[str]:
         return _job_ids(self._stream.wait(timeout, max_bytes=65536))
-
-    # --- files -----------------------------------------------------------------------------------
-    def put_file(self, job_id: str, name: str, data: bytes | BinaryIO) -> str:
-        """See :meth:`JobStore.put_file`. ``name`` is reduced to a safe file name; a
-        second file of the same name gets a numbered name (the reference tells which)."""
-        return self._files.put(job_id, name, data)
-
-    def read_file(self, ref: str) -> bytes:
-        """See :meth:`JobStore.read_file`. A malformed reference raises ValueError."""
-        return self._files.read(ref)
-
-    def open_file(self, ref: str) -> BinaryIO:
-        """See :meth:`JobStore.open_file`."""
-        return self._files.open(ref)
-
-    def list_files(self, job_id: str) -> list[StoredFile]:
-        """See :meth:`JobStore.list_files`."""
-        return self._files.list(job_id)
-
-    def discard_files(self, job_id: str) -> None:
-        """See :meth:`JobStore.discard_files`."""
-        self._files.delete_job(job_id)
-
-    # --- disk ---------------------------------------------------------------------------------------
-    def stored_bytes(self) -> int:
-        """See :meth:`JobStore.stored_bytes`."""
-        database = int(self._read(self.database_bytes_sql)[0][0] or 0)
-        return database + self._files.size()
-
-    def sweep_orphan_files(self, older_than_s: float) -> int:
-        """See :meth:`JobStore.sweep_orphan_files`."""
-        swept = 0
-        candidates = self._files.job_ids(older_than_s)
-        sql = self._cached_sql(("known", _KNOWN_BATCH), lambda: _known_sql(_KNOWN_BATCH))
-        for start in range(0, len(candidates), _KNOWN_BATCH):
-            batch = candidates[start : start + _KNOWN_BATCH]
-            padded = batch + [batch[-1]] * (_KNOWN_BATCH - len(batch))  # one statement text
-            known = {row[0] for row in self._read(sql, padded)}
-            for job_id in batch:
-                if job_id not in known:
-                    self.discard_files(job_id)
-                    swept += 1
-        return swept
 
     # --- workers -----------------------------------------------------------------------------------
     def upsert_worker(self, info: WorkerInfo) -> None:
@@ -516,21 +398,6 @@ class SqlJobStore(OperationsMixin, WebhookOutboxMixin, JobStore):
         """See :meth:`JobStore.prune_workers`."""
         cutoff = ts_in(-float(stale_after_s))
         return [row[0] for row in self._write_rows(self._sql.prune_workers, (cutoff,))]
-
-
-def make_private_dir(path: Path) -> None:
-    """Create ``path`` readable by this user alone (0700), or tighten it to that: it
-    holds the clients' inputs and media."""
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if path.stat().st_mode & 0o077:
-            os.chmod(path, 0o700)
-    except OSError as exc:
-        logging.getLogger(__name__).warning("cannot make %s private (0700): %s", path, exc)
-
-
-def _known_sql(count: int) -> str:
-    return f"SELECT id FROM jobs WHERE id IN ({placeholders(count)})"
 
 
 def _delete_sql(table: str, column: str, count: int) -> str:
