@@ -23,15 +23,8 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from apipod.endpoint import EndpointSpec, Param
-from apipod.media.convert import (
-    MediaPayload,
-    apply_annotation,
-    build_media,
-    encode_result,
-    extension_of,
-    media_reader,
-    named,
-)
+from apipod.media.convert import MediaPayload, build_media
+from apipod.media.results import apply_annotation, encode_result, extension_of, media_reader, named
 
 if TYPE_CHECKING:
     from media_toolkit import MediaFile
@@ -256,7 +249,7 @@ def store_result(
     value: Any, annotation: Any, store: JobStore, job_id: str, image_format: str = "png"
 ) -> Any:
     """The stored form of a return value (or of one streamed chunk): the annotation
-    applied (:func:`apipod.media.convert.apply_annotation`), every media object written
+    applied (:func:`apipod.media.results.apply_annotation`), every media object written
     to the store once (one that appears twice is one file), straight from its own buffer
     or file, user data escaped."""
     opened: list[IO[bytes]] = []

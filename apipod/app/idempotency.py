@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from apipod.endpoint import InputValidationError
-from apipod.media.convert import encode_result
+from apipod.media.results import encode_result
 from apipod.store.base import Job, JobStore
 
 HEADER = "idempotency-key"

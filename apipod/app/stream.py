@@ -36,7 +36,7 @@ from starlette.types import Receive, Scope, Send
 from apipod.app.queue import JOB_ID_PATTERN, QueueFrontEnd, check_job_id
 from apipod.endpoint import EndpointSpec, InputValidationError
 from apipod.errors import JobNotFound
-from apipod.media.convert import encode_result
+from apipod.media.results import encode_result
 from apipod.payload import RenderFile, decode
 from apipod.progress import JobProgress
 from apipod.store.base import Chunk, Job

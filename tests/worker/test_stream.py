@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from apipod.errors import JobCancelled
-from apipod.media.convert import encode_result
+from apipod.media.results import encode_result
 from apipod.store import JobStore, open_store
 from apipod.worker.stream import ChunkWriter, aggregate, run_stream
 
