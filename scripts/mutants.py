@@ -371,7 +371,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "media-ssrf-guard-off",
         "apipod/media/fetch.py",
-        "if not (_is_public(ip) or _in_networks(ip, networks)):",
+        "if not (is_public(ip) or in_networks(ip, networks)):",
         "if False:",
         ("tests/media/test_fetch.py::test_default_policy_refuses_non_public_addresses",),
         "media URLs to loopback and private addresses are fetched (SSRF)",

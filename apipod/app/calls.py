@@ -21,8 +21,8 @@ from apipod.endpoint import (
 from apipod.errors import MediaError, StorageFull
 from apipod.logs import job_context
 from apipod.media.convert import MediaBudget, MediaPayload, build_media, read_media
-from apipod.media.fetch import UrlPolicy
 from apipod.media.results import apply_annotation, encode_result
+from apipod.media.urlpolicy import UrlPolicy
 from apipod.payload import close_all, encode_inputs, media_arguments, return_annotation
 from apipod.progress import JobProgress
 from apipod.store.base import Job, JobStore

@@ -47,7 +47,7 @@ from apipod.app.webhooks import webhook_policy, webhook_request, with_webhook
 from apipod.config import COMPUTE_MODES, PROVIDERS, RESULT_IMAGE_FORMATS, Config
 from apipod.endpoint import EndpointSpec, build_spec
 from apipod.errors import APIPodError, ConfigError, EndpointDefinitionError, client_error_text
-from apipod.media.fetch import UrlPolicy
+from apipod.media.urlpolicy import UrlPolicy
 from apipod.progress import JobProgress
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,8 @@ from starlette.requests import Request
 from apipod.config import Config
 from apipod.endpoint import InputValidationError
 from apipod.errors import MediaError
-from apipod.media.fetch import UrlPolicy, check_url
+from apipod.media.fetch import check_url
+from apipod.media.urlpolicy import UrlPolicy
 from apipod.store.base import Job, JobStore
 
 EVENTS = ("start", "progress", "completed")

@@ -23,8 +23,9 @@ from media_toolkit import AudioFile, ImageFile, MediaFile, VideoFile
 from media_toolkit.core.content_detectors import ContentDetector
 
 from apipod.errors import MediaError, MediaTooLarge, UploadTooLarge
-from apipod.media.fetch import SPOOL_MEMORY_BYTES, UrlPolicy, fetch_url
+from apipod.media.fetch import SPOOL_MEMORY_BYTES, fetch_url
 from apipod.media.names import safe_name
+from apipod.media.urlpolicy import UrlPolicy
 
 MEDIA_BASE = MediaFile
 # Which detected media classes each parameter type accepts. Containers such as mp4 hold

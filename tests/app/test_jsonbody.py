@@ -12,7 +12,7 @@ from media_toolkit import MediaFile
 from apipod.app.jsonbody import parse_json_inputs
 from apipod.endpoint import build_spec
 from apipod.media.convert import MediaBudget, read_media
-from apipod.media.fetch import UrlPolicy
+from apipod.media.urlpolicy import UrlPolicy
 
 
 def upload(file: MediaFile, note: str = "") -> dict:

@@ -13,7 +13,7 @@ from starlette.datastructures import Headers, UploadFile
 
 from apipod.errors import MediaError
 from apipod.media.convert import MediaPayload, build_media, is_media_type, read_media
-from apipod.media.fetch import UrlPolicy
+from apipod.media.urlpolicy import UrlPolicy
 from tests.app.support import b64, data_url, media_server, mp4_bytes, png_bytes, wav_bytes
 
 PNG = png_bytes(12, seed=5)
