@@ -25,7 +25,8 @@ from apipod.media.results import apply_annotation, encode_result
 from apipod.media.urlpolicy import UrlPolicy
 from apipod.payload import close_all, encode_inputs, media_arguments, return_annotation
 from apipod.progress import JobProgress
-from apipod.store.base import Job, JobStore
+from apipod.store.base import JobStore
+from apipod.store.records import Job
 
 logger = logging.getLogger(__name__)
 

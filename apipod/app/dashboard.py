@@ -25,7 +25,8 @@ from starlette.responses import HTMLResponse, JSONResponse
 
 from apipod.app.health import worker_view
 from apipod.app.jobresult import iso
-from apipod.store.base import Job, JobStatus, JobStore
+from apipod.store.base import JobStore
+from apipod.store.records import Job, JobStatus
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

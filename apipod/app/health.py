@@ -16,7 +16,7 @@ from apipod.app.auth import has_valid_key
 from apipod.app.http_errors import RETRY_AFTER_S
 from apipod.app.jobresult import iso
 from apipod.errors import StoreUnavailable
-from apipod.store.base import WorkerInfo, WorkerState
+from apipod.store.records import WorkerInfo, WorkerState
 
 if TYPE_CHECKING:
     from apipod.app.pod import APIPod

@@ -22,7 +22,8 @@ from starlette.requests import Request
 
 from apipod.endpoint import InputValidationError
 from apipod.media.results import encode_result
-from apipod.store.base import Job, JobStore
+from apipod.store.base import JobStore
+from apipod.store.records import Job
 
 HEADER = "idempotency-key"
 REPLAYED_HEADER = "Idempotent-Replayed"

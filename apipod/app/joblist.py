@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from starlette.exceptions import HTTPException
 
 from apipod.endpoint import InputValidationError
-from apipod.store.base import Job, JobStatus, JobStore
+from apipod.store.base import JobStore
+from apipod.store.records import Job, JobStatus
 
 if TYPE_CHECKING:
     from apipod.app.queue import QueueFrontEnd

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from apipod.app.signing import signed_query
 from apipod.endpoint import InputValidationError
 from apipod.payload import RenderFile, StoredMedia, decode, stored_files
-from apipod.store.base import Job
+from apipod.store.records import Job
 
 INLINE_MODES = ("auto", "all", "none")
 

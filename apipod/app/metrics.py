@@ -34,8 +34,9 @@ from prometheus_client.utils import floatToGoString
 from starlette.responses import Response
 
 from apipod.gpu import gpu_memory_used
-from apipod.store.base import TERMINAL_STATUSES, JobMetrics, JobStore, WorkerInfo, WorkerState
+from apipod.store.base import JobStore
 from apipod.store.operations import DURATION_BUCKETS
+from apipod.store.records import TERMINAL_STATUSES, JobMetrics, WorkerInfo, WorkerState
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

@@ -29,7 +29,8 @@ from apipod.endpoint import InputValidationError
 from apipod.errors import JobNotFound, StorageFull
 from apipod.payload import FileRenderer, has_files, has_streamed, stream_json
 from apipod.store import open_store
-from apipod.store.base import Job, JobStore
+from apipod.store.base import JobStore
+from apipod.store.records import Job
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

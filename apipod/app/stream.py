@@ -39,7 +39,7 @@ from apipod.errors import JobNotFound
 from apipod.media.results import encode_result
 from apipod.payload import RenderFile, decode
 from apipod.progress import JobProgress
-from apipod.store.base import Chunk, Job
+from apipod.store.records import Chunk, Job
 
 logger = logging.getLogger(__name__)
 

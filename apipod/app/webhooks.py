@@ -21,7 +21,8 @@ from apipod.endpoint import InputValidationError
 from apipod.errors import MediaError
 from apipod.media.fetch import check_url
 from apipod.media.urlpolicy import UrlPolicy
-from apipod.store.base import Job, JobStore
+from apipod.store.base import JobStore
+from apipod.store.records import Job
 
 EVENTS = ("start", "progress", "completed")
 DEFAULT_EVENTS = ("completed",)

@@ -8,7 +8,7 @@ from typing import Any
 
 from apipod.app.jobresult import iso as iso_text
 from apipod.payload import FILE_KEY
-from apipod.store.base import Job, WebhookDelivery, WorkerInfo
+from apipod.store.records import Job, WebhookDelivery, WorkerInfo
 
 MAX_TEXT = 120
 MAX_ITEMS = 20

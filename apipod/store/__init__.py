@@ -8,14 +8,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from apipod.errors import ConfigError
-from apipod.store.base import (
-    TERMINAL_STATUSES,
-    Job,
-    JobStatus,
-    JobStore,
-    WorkerInfo,
-    WorkerState,
-)
+from apipod.store.base import JobStore
+from apipod.store.records import TERMINAL_STATUSES, Job, JobStatus, WorkerInfo, WorkerState
 
 __all__ = [
     "TERMINAL_STATUSES",

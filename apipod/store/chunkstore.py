@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from apipod.store.base import Chunk
 from apipod.store.primitives import Params, Row, T, Transaction
+from apipod.store.records import Chunk
 from apipod.store.sql import Statements, append_chunk_sql, chunk_guard_sql, dump_json
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from apipod.store.base import StoredFile
+from apipod.store.records import StoredFile
 from apipod.store.sql import placeholders
 
 logger = logging.getLogger(__name__)

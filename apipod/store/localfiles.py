@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from apipod.media.names import safe_name
-from apipod.store.base import StoredFile
+from apipod.store.records import StoredFile
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from apipod.store.base import TERMINAL_STATUSES, Job, JobStatus
-from apipod.store.records import IdempotencyRecord, JobMetrics
+from apipod.store.records import TERMINAL_STATUSES, IdempotencyRecord, Job, JobMetrics, JobStatus
 from apipod.store.sql import (
     STATE_COLS,
     format_ts,

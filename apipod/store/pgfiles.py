@@ -17,9 +17,9 @@ from datetime import timedelta
 from typing import BinaryIO
 
 from apipod.errors import StoreUnavailable
-from apipod.store.base import StoredFile
 from apipod.store.localfiles import FILES_DIR, _numbered, check_job_id, safe_name
 from apipod.store.pgconn import ConnectionPool
+from apipod.store.records import StoredFile
 from apipod.store.sql import format_ts, utcnow
 
 log = logging.getLogger(__name__)

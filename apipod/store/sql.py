@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from apipod.store.base import Job, JobStatus, WorkerInfo, WorkerState
+from apipod.store.records import Job, JobStatus, WorkerInfo, WorkerState
 
 UTC = timezone.utc
 _SURROGATE = re.compile("[\ud800-\udfff]")

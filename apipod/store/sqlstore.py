@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from apipod.errors import QueueFull
-from apipod.store.base import Job, JobStatus, JobStore, WorkerInfo
+from apipod.store.base import JobStore
 from apipod.store.chunkstore import ChunksMixin
 from apipod.store.filestore import FileBackend, FilesMixin, make_private_dir
 from apipod.store.localfiles import LocalFiles, check_job_id
 from apipod.store.operations import OperationsMixin
 from apipod.store.primitives import Params, Row, T, Transaction, Wakeup
+from apipod.store.records import Job, JobStatus, WorkerInfo
 from apipod.store.sql import (
     build_statements,
     claim_batch_sql,

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from apipod.store.base import Job, WorkerInfo, WorkerState
+from apipod.store.records import Job, WorkerInfo, WorkerState
 from apipod.supervisor.children import WorkerProcess, backoff_s
 from apipod.worker.messages import (
     EXIT_LOAD_FAILED,

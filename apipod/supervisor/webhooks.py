@@ -25,7 +25,8 @@ from apipod.config import Config
 from apipod.errors import MediaError
 from apipod.media.fetch import post_url
 from apipod.payload import FileRenderer
-from apipod.store.base import JobStore, WebhookDelivery
+from apipod.store.base import JobStore
+from apipod.store.records import WebhookDelivery
 
 logger = logging.getLogger(__name__)
 

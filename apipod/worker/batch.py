@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 from apipod.endpoint import EndpointSpec, batch_arguments, batch_results
 from apipod.errors import JobCancelled, StoreUnavailable, client_error_text
 from apipod.progress import JobProgress
-from apipod.store.base import Job, JobStore
+from apipod.store.base import JobStore
+from apipod.store.records import Job
 from apipod.worker.runner import JobRunner
 from apipod.worker.watch import JobWatch
 

@@ -22,7 +22,8 @@ from apipod.child import enter_child
 from apipod.errors import StoreUnavailable
 from apipod.logs import job_context
 from apipod.store import open_store
-from apipod.store.base import JobStore, WorkerInfo, WorkerState
+from apipod.store.base import JobStore
+from apipod.store.records import WorkerInfo, WorkerState
 from apipod.store.retry import Outage, RetryingStore, call_with_retry
 from apipod.worker.batch import Batcher
 from apipod.worker.messages import (

@@ -18,7 +18,8 @@ from apipod.payload import (
     yielded_annotation,
 )
 from apipod.progress import JobProgress
-from apipod.store.base import Job, JobStore
+from apipod.store.base import JobStore
+from apipod.store.records import Job
 from apipod.worker.stream import ChunkWriter, run_stream
 from apipod.worker.watch import JobWatch
 

@@ -12,7 +12,8 @@ import threading
 import time
 
 from apipod.errors import JobCancelled
-from apipod.store.base import JobStatus, JobStore
+from apipod.store.base import JobStore
+from apipod.store.records import JobStatus
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import multiprocessing
 from types import SimpleNamespace
 
 from apipod.config import Config
-from apipod.store.base import JobStatus, WorkerState
+from apipod.store.records import JobStatus, WorkerState
 from apipod.supervisor.children import WorkerProcess
 from apipod.supervisor.lifecycle import MAX_LOAD_FAILURES, Kill, Phase, StoreCall, WorkerSlot
 from apipod.worker.messages import (

@@ -12,7 +12,7 @@ import pytest
 
 from apipod.config import Config
 from apipod.store import JobStore, open_store
-from apipod.store.base import WorkerState
+from apipod.store.records import WorkerState
 from apipod.worker.messages import WorkerSpec
 from apipod.worker.process import WorkerRow
 
