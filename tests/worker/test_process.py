@@ -5,26 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from apipod.config import Config
-from apipod.store import JobStore, open_store
+from apipod.store import JobStore
 from apipod.store.records import WorkerState
 from apipod.worker.messages import WorkerSpec
 from apipod.worker.process import WorkerRow
 
 SPEC = WorkerSpec("box/w0.row", 0, None, "svc.py", Config(), "box")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[JobStore]:
-    store = open_store(f"sqlite:///{tmp_path / 'apipod.db'}", tmp_path / "data")
-    store.migrate()
-    yield store
-    store.close()
 
 
 class HeldMeasure(WorkerRow):

@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from apipod.errors import JobCancelled
 from apipod.media.results import encode_result
-from apipod.store import JobStore, open_store
+from apipod.store import JobStore
 from apipod.worker.stream import ChunkWriter, aggregate, run_stream
 
 
@@ -27,14 +25,6 @@ class CountingStore:
     def append_chunks(self, *args: Any) -> int | None:
         self.appends += 1
         return self.store.append_chunks(*args)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[JobStore]:
-    store = open_store(f"sqlite:///{tmp_path / 'apipod.db'}", tmp_path / "data")
-    store.migrate()
-    yield store
-    store.close()
 
 
 @pytest.fixture

@@ -8,24 +8,15 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from apipod.errors import JobCancelled
-from apipod.store import JobStatus, JobStore, open_store
+from apipod.store import JobStatus, JobStore
 from apipod.worker.watch import PROGRESS_INTERVAL_S, JobWatch
 
 WORKER = "box/w0.test"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[JobStore]:
-    store = open_store(f"sqlite:///{tmp_path / 'apipod.db'}", tmp_path / "data")
-    store.migrate()
-    yield store
-    store.close()
 
 
 @pytest.fixture
