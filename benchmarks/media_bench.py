@@ -20,65 +20,29 @@ Prints a table and writes benchmarks/results/media.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import psutil
 
 HERE = Path(__file__).parent
 REPO = HERE.parent
 RESULTS = HERE / "results" / "media.json"
 BLOCK = 1 << 20
 
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
+from queue_bench import free_port, started, wait_ready  # noqa: E402
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_ready(url: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not ready")
-
-
-@contextlib.contextmanager
-def started(command: list[str], env: dict[str, str], cwd: Path) -> Iterator[None]:
-    process = subprocess.Popen(
-        command,
-        env=env,
-        cwd=cwd,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+from tests.helpers import peak_rss_during  # noqa: E402
 
 
 def make_input(path: Path, megabytes: int) -> str:
@@ -131,29 +95,6 @@ def timed(run: Callable[[], str], expected: str) -> float:
     if digest != expected:
         raise RuntimeError("the round trip changed the bytes")
     return elapsed
-
-
-def peak_rss_during(pid: int, work: Callable[[], None]) -> tuple[int, int]:
-    """(RSS before, peak RSS while ``work`` runs) of ``pid``, sampled every 10 ms."""
-    process = psutil.Process(pid)
-    before = process.memory_info().rss
-    peak = [before]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            with contextlib.suppress(psutil.Error):
-                peak[0] = max(peak[0], process.memory_info().rss)
-            time.sleep(0.01)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        work()
-    finally:
-        done.set()
-        sampler.join()
-    return before, peak[0]
 
 
 def concurrent_load(url: str, source: Path, result_url: str, scratch: Path) -> None:
@@ -209,6 +150,7 @@ def main() -> None:
             "APIPOD_DATA_DIR": str(scratch / "apipod-data"),
             "APIPOD_MAX_UPLOAD_FILE_SIZE_MB": str(4 * args.mb + 100),
             "APIPOD_LOG_LEVEL": "warning",
+            "APIPOD_INLINE_RESULT_MAX_MB": "0",  # by reference at any --mb, as large files go
         }
         plain_env = {**env, "PLAIN_MEDIA_DIR": str(scratch)}
         service = str(HERE / "services" / "media_service.py")
@@ -219,8 +161,8 @@ def main() -> None:
             started(apipod_cmd, apipod_env, REPO),
             started(plain_cmd, plain_env, HERE / "services"),
         ):
-            wait_ready(apipod_url + "/health")
-            wait_ready(plain_url + "/docs")
+            wait_ready(apipod_url, "/health", timeout=90)
+            wait_ready(plain_url, "/docs", timeout=90)
             apipod_s: list[float] = []
             plain_s: list[float] = []
             with (

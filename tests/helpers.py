@@ -10,10 +10,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import uvicorn
 
 SERVICES = Path(__file__).parent / "services"
@@ -111,6 +112,29 @@ class ServiceProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         return self.process.returncode
+
+
+def peak_rss_during(pid: int, work: Callable[[], object]) -> tuple[int, int]:
+    """(RSS before, peak RSS while ``work`` runs) of process ``pid``, sampled every 10 ms."""
+    process = psutil.Process(pid)
+    before = process.memory_info().rss
+    peak = [before]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            with contextlib.suppress(psutil.Error):
+                peak[0] = max(peak[0], process.memory_info().rss)
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        work()
+    finally:
+        done.set()
+        sampler.join()
+    return before, peak[0]
 
 
 def service_env(data_dir: Path, **settings: object) -> dict[str, str]:

@@ -8,15 +8,13 @@ import contextlib
 import hashlib
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
-from tests.helpers import ServiceProcess, running_service
+from tests.helpers import ServiceProcess, peak_rss_during, running_service
 from tests.store.postgres_db import fresh_database
 
 pytestmark = pytest.mark.slow
@@ -48,27 +46,6 @@ def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServiceP
         if request.param == "postgresql":
             settings["database_url"] = stack.enter_context(fresh_database())
         yield stack.enter_context(running_service(tmp_path, "queue_media.py", **settings))
-
-
-def peak_rss(pid: int, work: Callable[[], None]) -> int:
-    process = psutil.Process(pid)
-    peak = [process.memory_info().rss]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            with contextlib.suppress(psutil.Error):
-                peak[0] = max(peak[0], process.memory_info().rss)
-            time.sleep(0.01)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        work()
-    finally:
-        done.set()
-        sampler.join()
-    return peak[0]
 
 
 def run_all(tasks: list[Callable[[], None]]) -> None:
@@ -132,5 +109,5 @@ def test_large_uploads_and_downloads_in_bounded_memory(
         assert size > SIZE * 4 // 3
 
     work = [upload] * 4 + [download] * 8 + [status] * 8 + [status_inline_all] * 2
-    peak = peak_rss(api_pid, lambda: run_all(work))
+    _, peak = peak_rss_during(api_pid, lambda: run_all(work))
     assert peak < RSS_LIMIT, f"API peak RSS {peak / MB:.0f} MB"
