@@ -236,6 +236,18 @@ def return_annotation(spec: EndpointSpec) -> Any:
         return Any
 
 
+def result_annotation(spec: EndpointSpec) -> Any:
+    """What one job's result is annotated as: the return annotation, or for a batched
+    endpoint (which returns one result per job) the item type of its ``list[X]``."""
+    annotation = return_annotation(spec)
+    if not spec.batched:
+        return annotation
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (list, collections.abc.Sequence) and len(args) == 1:
+        return args[0]
+    return Any
+
+
 def yielded_annotation(annotation: Any) -> Any:
     """What a generator's annotation says each yielded value is (``Iterator[ImageFile]``
     gives ``ImageFile``); ``Any`` when it says nothing."""

@@ -23,7 +23,7 @@ from apipod.logs import job_context
 from apipod.media.convert import MediaBudget, MediaPayload, build_media, read_media
 from apipod.media.results import apply_annotation, encode_result
 from apipod.media.urlpolicy import UrlPolicy
-from apipod.payload import close_all, encode_inputs, media_arguments, return_annotation
+from apipod.payload import close_all, encode_inputs, media_arguments, result_annotation
 from apipod.progress import JobProgress
 from apipod.store.base import JobStore
 from apipod.store.records import Job
@@ -119,7 +119,7 @@ def _call_and_encode(spec: EndpointSpec, kwargs: dict[str, Any], image_format: s
 
 
 def _encode(spec: EndpointSpec, result: Any, image_format: str) -> Any:
-    annotation = Any if spec.batched else return_annotation(spec)
+    annotation = result_annotation(spec)
     opened: list[IO[bytes]] = []
     try:
         return encode_result(apply_annotation(result, annotation, image_format, opened))

@@ -208,7 +208,7 @@ class BatchRun:
             self._fail(job, result)
             return
         try:
-            encoded = self._runner.encoder(job.id)(result)
+            encoded = self._runner.encoder(job.id, self._spec)(result)
             if not self._store.finish(job.id, self._worker_id, encoded):
                 logger.info(
                     "job %s: result dropped, the job is no longer ours", job.id, extra=_of(job)

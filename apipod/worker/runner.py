@@ -13,7 +13,7 @@ from apipod.errors import JobCancelled, client_error_text
 from apipod.payload import (
     close_all,
     decode_arguments,
-    return_annotation,
+    result_annotation,
     store_result,
     yielded_annotation,
 )
@@ -87,7 +87,7 @@ class JobRunner:
         """What turns the job's values (its result, a stream's chunks) into storable
         form (:func:`apipod.payload.store_result`): the return annotation (a generator's
         yielded type) decides how media are encoded; media become files of the job."""
-        annotation = return_annotation(spec) if spec is not None else Any
+        annotation = result_annotation(spec) if spec is not None else Any
         if yielded:
             annotation = yielded_annotation(annotation)
         image_format = self._image_format(spec)

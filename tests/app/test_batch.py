@@ -64,3 +64,16 @@ def test_a_batched_endpoint_answers_synchronously_as_a_batch_of_one() -> None:
         assert failed.status_code == 500  # as any endpoint that raises (details in the log)
         missing = client.post("/measure", json={"label": "cat"})
         assert missing.status_code == 422
+
+
+def test_a_batched_result_is_encoded_as_the_item_type_of_its_list_annotation() -> None:
+    with served("sync_batch") as client:
+        response = client.post("/squares", json={"side": 5})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["content_type"] == "image/png" and body["file_name"].endswith(".png")
+        assert ImageFile().from_bytes(base64.b64decode(body["content"])).to_np_array().shape == (
+            5,
+            5,
+            3,
+        )

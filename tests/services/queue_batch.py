@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
 from media_toolkit import ImageFile
 
 from apipod import APIPod, JobProgress
@@ -47,6 +48,12 @@ def hang(n: list[int]) -> list:
 @app.endpoint("/single")
 def single(n: int = 0) -> dict:
     return {"n": n, "pid": os.getpid()}
+
+
+@app.endpoint("/squares", batch_size=4, batch_wait_ms=1500)
+def squares(side: list[int]) -> list[ImageFile]:
+    """One black square per job, as an array: the annotation makes each one a PNG."""
+    return [np.zeros((n, n, 3), np.uint8) for n in side]
 
 
 @app.endpoint("/shapes", batch_size=4, batch_wait_ms=1500)

@@ -3,6 +3,7 @@ one per request) or from the queue."""
 
 from __future__ import annotations
 
+import numpy as np
 from media_toolkit import ImageFile
 
 from apipod import APIPod
@@ -19,3 +20,9 @@ def measure(image: list[ImageFile], label: list[str]) -> list:
         else {"label": text, "shape": list(img.to_np_array().shape), "batch": len(label)}
         for img, text in zip(image, label, strict=True)
     ]
+
+
+@app.endpoint("/squares", batch_size=8, batch_wait_ms=50)
+def squares(side: list[int]) -> list[ImageFile]:
+    """One black square per job, as an array: the annotation makes each one a PNG."""
+    return [np.zeros((n, n, 3), np.uint8) for n in side]

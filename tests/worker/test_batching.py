@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from media_toolkit import ImageFile
 
 from apipod.store import JobStatus, JobStore, open_store
 from tests.app.support import png_bytes
@@ -98,6 +99,19 @@ def test_media_arrive_as_lists_of_media_objects(client: httpx.Client) -> None:
         assert body["status"] == "finished", body
         assert body["result"]["shape"] == [side, side, 3] and body["result"]["batch"] == 2
         assert body["result"]["same"]["content"] == image  # a media result of its own job
+
+
+def test_each_result_of_a_batch_is_encoded_as_the_item_type_of_its_list_annotation(
+    client: httpx.Client,
+) -> None:
+    ids = submit_all(client, "/squares", [{"side": 3}, {"side": 5}])
+    for job_id, side in zip(ids, (3, 5), strict=True):
+        body = wait_terminal(client, job_id)
+        assert body["status"] == "finished", body
+        image = body["result"]
+        assert image["content_type"] == "image/png" and image["file_name"].endswith(".png")
+        pixels = ImageFile().from_bytes(base64.b64decode(image["content"])).to_np_array()
+        assert pixels.shape == (side, side, 3)
 
 
 def test_a_batch_that_raises_fails_every_job_with_its_error(
