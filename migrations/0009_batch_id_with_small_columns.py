@@ -7,9 +7,12 @@ read of such a batched job, against 0.04 ms with the column in front (a NULL
 ``batch_id`` costs nothing: its value is known from the row header alone).
 
 The table is rebuilt with the columns of 0002 plus ``batch_id`` before ``traceback``,
-``result`` and ``inputs``. Its indexes and triggers (0002, 0004, 0006, 0007, 0008) are
-read from ``sqlite_master`` before the old table is dropped and created again as they
-were, so this migration never has to repeat their text.
+``result`` and ``inputs``; a column an operator added keeps its place after them. Its
+indexes and triggers (0002, 0004, 0006, 0007, 0008, and any an operator added) are read
+from ``sqlite_master`` before the old table is dropped and created again as they were, so
+this migration never has to repeat their text. The rename runs with
+``legacy_alter_table``: otherwise SQLite checks every view and trigger of the database
+while ``jobs`` does not exist, and one view on ``jobs`` would stop the migration.
 """
 
 from __future__ import annotations
@@ -58,13 +61,35 @@ def upgrade(conn: sqlalchemy.Connection, dialect: str) -> None:
         return  # PostgreSQL keeps large values out of line (TOAST): order costs nothing
     dependents = [sql for (sql,) in conn.exec_driver_sql(_DEPENDENTS)]
     sequence = conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").first()
-    conn.exec_driver_sql(_NEW_JOBS)
-    conn.exec_driver_sql(f"INSERT INTO jobs_new ({_COLUMNS}) SELECT {_COLUMNS} FROM jobs")
+    added = _added_columns(conn)
+    conn.exec_driver_sql(_NEW_JOBS.replace("inputs TEXT NOT NULL", _with(added)))
+    columns = ", ".join([_COLUMNS, *(f'"{name}"' for name, _ in added)])
+    conn.exec_driver_sql(f"INSERT INTO jobs_new ({columns}) SELECT {columns} FROM jobs")
     conn.exec_driver_sql("DROP TABLE jobs")  # its indexes and triggers go with it
+    conn.exec_driver_sql("PRAGMA legacy_alter_table = ON")
     conn.exec_driver_sql("ALTER TABLE jobs_new RENAME TO jobs")
+    conn.exec_driver_sql("PRAGMA legacy_alter_table = OFF")
     for statement in dependents:
         conn.exec_driver_sql(statement)
     if sequence is not None:  # ids of expired jobs are never handed out again
         conn.exec_driver_sql(
             "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'jobs'", (sequence[0],)
         )
+
+
+def _added_columns(conn: sqlalchemy.Connection) -> list[tuple[str, str]]:
+    """Columns of ``jobs`` that no migration made (name, declaration), in their order."""
+    known = {name.strip() for name in _COLUMNS.split(",")}
+    declared = []
+    for _cid, name, kind, not_null, default, _pk in conn.exec_driver_sql("PRAGMA table_info(jobs)"):
+        if name in known:
+            continue
+        declaration = f'"{name}" {kind}'
+        declaration += f" DEFAULT {default}" if default is not None else ""
+        declaration += " NOT NULL" if not_null else ""
+        declared.append((name, declaration))
+    return declared
+
+
+def _with(added: list[tuple[str, str]]) -> str:
+    return ",\n        ".join(["inputs TEXT NOT NULL", *(declaration for _, declaration in added)])

@@ -122,6 +122,16 @@ def test_0009_puts_batch_id_before_the_big_columns_and_keeps_rows_and_triggers(
             store.enqueue("/e", {"prompt": prompt}, queue_size=10, max_attempts=3)
         claimed = store.claim_batch("box/w0.m", 30, {"/e": 3})
         assert len(claimed) == 3 and claimed[0].batch_id
+        with sqlite3.connect(store.path) as conn:  # what an operator may have added
+            conn.execute("ALTER TABLE jobs ADD COLUMN team TEXT DEFAULT 'ml'")
+            conn.execute(
+                "CREATE VIEW running AS SELECT id, team FROM jobs WHERE status = 'processing'"
+            )
+            conn.execute("CREATE TABLE audit (job_id TEXT)")
+            conn.execute(
+                "CREATE TRIGGER audit_copy AFTER INSERT ON audit BEGIN"
+                " UPDATE jobs SET team = 'audited' WHERE id = NEW.job_id; END"
+            )
         names, before = jobs_table(store.path)
         assert names.index("batch_id") > names.index("inputs")  # what 0008 left
         objects = schema_objects(store.path)
@@ -129,8 +139,8 @@ def test_0009_puts_batch_id_before_the_big_columns_and_keeps_rows_and_triggers(
         assert apply_migrations(store.engine, "sqlite", migrations_dir()) == ["0009"]
 
         names, after = jobs_table(store.path)
-        assert names[-4:] == ["batch_id", "traceback", "result", "inputs"]
-        assert after == before  # every value of every row kept
+        assert names[-5:] == ["batch_id", "traceback", "result", "inputs", "team"]
+        assert after == before  # every value of every row kept, the operator's column too
         assert schema_objects(store.path) == objects  # every index and trigger back
         job = claimed[1]
         assert store.get_state(job.id).batch_id == job.batch_id
@@ -138,5 +148,10 @@ def test_0009_puts_batch_id_before_the_big_columns_and_keeps_rows_and_triggers(
         assert store.job_metrics().counts[("/e", "finished")] == 1  # a trigger of 0006 fired
         newest = store.enqueue("/e", {"prompt": "d"}, queue_size=10, max_attempts=3)
         assert newest.seq > max(row["seq"] for row in before.values())
+        with sqlite3.connect(store.path) as conn:  # the operator's view and trigger still work
+            assert len(conn.execute("SELECT * FROM running").fetchall()) == 2
+            conn.execute("INSERT INTO audit VALUES (?)", (newest.id,))
+            (team,) = conn.execute("SELECT team FROM jobs WHERE id = ?", (newest.id,)).fetchone()
+            assert team == "audited"
     finally:
         store.close()
