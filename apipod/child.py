@@ -8,13 +8,16 @@ orphan would do both for nobody).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from apipod.logs import bind_process, setup_logging
@@ -61,6 +64,17 @@ def enter_child(title: str, config: Config, role: str, **log_fields: Any) -> Non
         target=_watch_parent, args=(parent_pid,), name="apipod-parent-watch", daemon=True
     )
     watcher.start()
+
+
+@contextlib.contextmanager
+def crash_logged(what: str) -> Iterator[None]:
+    """An exception that ends this child is logged as one record (one JSON line in JSON
+    mode) instead of the bare traceback multiprocessing prints; the exit code stays 1."""
+    try:
+        yield
+    except Exception:
+        logger.critical("%s crashed", what, exc_info=True)
+        sys.exit(1)
 
 
 def _request_death_signal() -> None:

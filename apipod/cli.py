@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -91,7 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _start(args: argparse.Namespace) -> int:
     from apipod.loader import load_app
 
-    setup_logging(args.log_level or "info", args.log_format or "text")
+    # What the service logs while it is imported is formatted as the flag or environment
+    # say; APIPod(...) and apipod.json apply once the config is read, after the import.
+    early_format = args.log_format or os.environ.get("APIPOD_LOG_FORMAT", "text")
+    setup_logging(args.log_level or "info", early_format)
     app = load_app(args.target)
     settings = {
         key: getattr(args, key)

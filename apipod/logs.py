@@ -49,8 +49,9 @@ def setup_logging(level: str, log_format: str = "text", *, force: bool = False) 
         if handler.get_name() == _HANDLER_NAME:
             handler.setFormatter(JsonFormatter() if log_format == "json" else _text_formatter())
     root.setLevel(level.upper())
-    if log_format == "json":
+    if log_format == "json" and any(h.get_name() == _HANDLER_NAME for h in root.handlers):
         _log_uncaught_exceptions()
+        logging.captureWarnings(True)  # warnings.warn(...) becomes a record, not bare text
 
 
 def _text_formatter() -> logging.Formatter:
@@ -84,11 +85,12 @@ class JsonFormatter(logging.Formatter):
     (:data:`CONTEXT_FIELDS`), then ``exc_info`` (the traceback) when there is one."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """Never raises: a formatter that raises loses the line and prints a traceback."""
         line: dict[str, Any] = {
             "time": _utc_time(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _message(record),
             "pid": record.process,
             "role": _process_fields.get("role"),
         }
@@ -103,7 +105,20 @@ class JsonFormatter(logging.Formatter):
             line["exc_info"] = self.formatException(record.exc_info)
         if record.stack_info:
             line["stack_info"] = self.formatStack(record.stack_info)
-        return json.dumps(line, ensure_ascii=False, default=str)
+        try:
+            return json.dumps(line, ensure_ascii=False, default=str, allow_nan=False)
+        except (TypeError, ValueError):  # NaN, or keys JSON cannot have, in an extra field
+            plain = {
+                key: value if isinstance(value, str) else str(value) for key, value in line.items()
+            }
+            return json.dumps(plain, ensure_ascii=False)
+
+
+def _message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # arguments that do not fit the format string
+        return f"{record.msg!r} (log arguments that do not fit it: {record.args!r})"
 
 
 def _utc_time(created: float) -> str:

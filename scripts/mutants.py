@@ -289,6 +289,25 @@ MUTANTS: tuple[Mutant, ...] = (
         "a worker's JSON log lines do not name the job they come from (issue 14, 7)",
     ),
     Mutant(
+        "logs-child-crash-bare",
+        "apipod/child.py",
+        'logger.critical("%s crashed", what, exc_info=True)\n        sys.exit(1)',
+        "raise",
+        ("tests/test_logs.py::test_a_child_that_crashes_logs_its_traceback_as_one_json_line",),
+        "a child's fatal traceback is printed as bare text in a JSON log (issue 14, 7)",
+    ),
+    Mutant(
+        "logs-import-time-text",
+        "apipod/cli.py",
+        'early_format = args.log_format or os.environ.get("APIPOD_LOG_FORMAT", "text")',
+        'early_format = args.log_format or "text"',
+        (
+            "tests/test_logs.py::"
+            "test_import_time_logs_warnings_and_thread_errors_are_json_lines_too",
+        ),
+        "what a service logs while imported is text in a JSON log (issue 14, 7)",
+    ),
+    Mutant(
         "logs-uvicorn-own-format",
         "apipod/cli.py",
         "log_config=None,  # uvicorn's records go through our handler and format",

@@ -81,6 +81,21 @@ def test_the_job_context_ends_with_its_block(json_lines: Any) -> None:
     assert "job_id" not in records(out.getvalue())[0]
 
 
+def test_a_record_that_cannot_be_formatted_still_gives_one_json_line(json_lines: Any) -> None:
+    logger, out = json_lines
+    logger.info("%s and %s", "only one")  # arguments that do not fit
+    logger.info("odd extra", extra={"job_id": float("nan"), "worker": {(1, 2): "tuple key"}})
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    mismatched, odd = (json.loads(line, parse_constant=_no_constants) for line in lines)
+    assert mismatched["message"].startswith("'%s and %s' (log arguments that do not fit")
+    assert odd["job_id"] == "nan" and odd["message"] == "odd extra"
+
+
+def _no_constants(name: str) -> None:
+    raise AssertionError(f"{name} is not JSON")
+
+
 def test_log_format_is_a_checked_setting() -> None:
     assert Config.load(env={"APIPOD_LOG_FORMAT": "json"}, flags={}).log_format == "json"
     assert Config.load(env={}).log_format == "text"
@@ -91,13 +106,23 @@ def test_log_format_is_a_checked_setting() -> None:
 # --- real services -------------------------------------------------------------------------
 
 
-def start(tmp_path: Path, *flags: str, **settings: object) -> ServiceProcess:
+def start(
+    tmp_path: Path,
+    *flags: str,
+    service: str = "logging_json.py",
+    crash_api: bool = False,
+    **settings: object,
+) -> ServiceProcess:
     port = free_port()
-    args = apipod_command("start", str(SERVICES / "logging_json.py"), *flags)
+    args = apipod_command("start", str(SERVICES / service), *flags)
     env = service_env(tmp_path / "data", port=port, gpus="none", **settings)
-    service = ServiceProcess(args, env, port, tmp_path / "service.log").start()
-    service.wait_until("/health", status=200, timeout=60)
-    return service
+    env.pop("CUDA_VISIBLE_DEVICES", None)  # only the workers' environment has it
+    if crash_api:
+        env["CRASH_API"] = "1"
+    started = ServiceProcess(args, env, port, tmp_path / "service.log").start()
+    if not crash_api:
+        started.wait_until("/health", status=200, timeout=60)
+    return started
 
 
 def stopped_log(service: ServiceProcess) -> list[dict[str, Any]]:
@@ -144,3 +169,39 @@ def test_a_synchronous_service_logs_json_with_the_flag(tmp_path: Path) -> None:
     assert greeting["endpoint"] == "/greet" and greeting["role"] == "api"
     assert any(line["logger"] == "uvicorn.access" for line in lines)
     assert any(line["logger"].startswith("uvicorn.error") for line in lines)
+
+
+@pytest.mark.slow
+def test_import_time_logs_warnings_and_thread_errors_are_json_lines_too(tmp_path: Path) -> None:
+    service = start(tmp_path, service="logging_noisy.py", compute="serverless", log_format="json")
+    try:
+        with client_for(service) as client:
+            ready_workers(client, 1)
+            assert wait_terminal(client, submit(client, "/thread"))["status"] == "finished"
+    finally:
+        lines = stopped_log(service)  # fails on any line that is not JSON
+    loading = [line for line in lines if line["message"] == "loading weights"]
+    assert {line["role"] for line in loading} >= {"supervisor", "worker"}  # imported by both
+    warned = [line for line in lines if line["logger"] == "py.warnings"]
+    assert warned and "weights in an old format" in warned[0]["message"]
+    thread = next(
+        line for line in lines if "uncaught ValueError in thread helper" in line["message"]
+    )
+    assert thread["role"] == "worker" and "a helper thread failed" in thread["exc_info"]
+
+
+@pytest.mark.slow
+def test_a_child_that_crashes_logs_its_traceback_as_one_json_line(tmp_path: Path) -> None:
+    service = start(
+        tmp_path,
+        service="logging_noisy.py",
+        crash_api=True,
+        compute="serverless",
+        log_format="json",
+    )
+    assert service.process is not None
+    assert service.process.wait(timeout=60) == 1  # an API that cannot start halts the service
+    lines = records(service.log_path.read_text())
+    crash = next(line for line in lines if line["message"] == "the API process crashed")
+    assert crash["role"] == "api" and crash["level"] == "critical"
+    assert "RuntimeError: the API process cannot import this service" in crash["exc_info"]

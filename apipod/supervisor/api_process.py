@@ -11,7 +11,7 @@ import time
 import uvicorn
 
 from apipod.app.server import uvicorn_options
-from apipod.child import enter_child
+from apipod.child import crash_logged, enter_child
 from apipod.config import Config
 from apipod.errors import APIPodError
 from apipod.loader import load_app
@@ -46,6 +46,11 @@ def check_port(host: str, port: int) -> None:
 def api_main(target: str, config: Config) -> None:
     """Entry point of the spawned API process."""
     enter_child("api", config, role="api")
+    with crash_logged("the API process"):
+        _serve(target, config)
+
+
+def _serve(target: str, config: Config) -> None:
     quiet_status_polls()
     app = load_app(target)
     app.apply_config(config)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from apipod.child import enter_child
+from apipod.child import crash_logged, enter_child
 from apipod.errors import StoreUnavailable
 from apipod.logs import job_context
 from apipod.store import open_store
@@ -60,6 +60,12 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     enter_child(
         f"worker {spec.index} ({gpu})", spec.config, "worker", worker=spec.worker_id, gpu=spec.gpu
     )
+    with crash_logged(f"worker {spec.worker_id}"):
+        code = _run_worker(spec, conn, stop)
+    sys.exit(code)
+
+
+def _run_worker(spec: WorkerSpec, conn: Connection, stop: threading.Event) -> int:
     outage = Outage(f"worker {spec.worker_id}")
     config = spec.config
     opened = call_with_retry(
@@ -68,11 +74,10 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     store = RetryingStore(opened, outage, give_up=stop.is_set)
     worker = Worker(spec, store, conn, stop)  # type: ignore[arg-type]
     try:
-        code = worker.run()
+        return worker.run()
     finally:
         worker.row.stop()
         opened.close()
-    sys.exit(code)
 
 
 class WorkerRow:

@@ -81,7 +81,11 @@ class ChunkWriter:
         while not self.lost.is_set():
             try:
                 if self._store.append_chunks(self._job_id, self._worker_id, batch) is None:
-                    logger.info("job %s: chunks refused, the job is no longer ours", self._job_id)
+                    logger.info(
+                        "job %s: chunks refused, the job is no longer ours",
+                        self._job_id,
+                        extra={"job_id": self._job_id},
+                    )
                     self.lost.set()
                 return
             except Exception:
@@ -90,6 +94,7 @@ class ChunkWriter:
                     self._job_id,
                     len(batch),
                     exc_info=True,
+                    extra={"job_id": self._job_id},  # this thread has no job context
                 )
                 time.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
