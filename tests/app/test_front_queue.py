@@ -224,7 +224,9 @@ def test_slow_downloads_never_hold_the_threads_of_health(tmp_path: Path) -> None
             took = time.monotonic() - start
             for thread in submits:
                 thread.join(timeout=60)
-            assert took < 0.5, f"/health took {took:.2f} s beside 45 slow downloads"
+            # Held threads would make /health wait for a download (4 s, 1 s of it gone); a
+            # free one answers in milliseconds, under 1 s even on a loaded 2-core CI box.
+            assert took < 2.0, f"/health took {took:.2f} s beside 45 slow downloads"
     finally:
         server.shutdown()
         server.server_close()

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,10 +102,17 @@ def test_a_write_lock_held_for_15_s_delays_jobs_but_loses_none(tmp_path: Path) -
             assert_all_finish(client, before + during)
             assert_survived(service, client, pids)
         assert refusals >= 1 and held_for >= HOLD_S - 1, (refusals, held_for)
-        # one line per outage and process, not one per try
-        unavailable = count_in_log(service, "job store unavailable (")
-        assert 1 <= unavailable <= 6, full_log(service)[-4000:]
-        assert count_in_log(service, "job store is back after") == unavailable
+        # One line per outage and process, not one per try (a 15 s hold is dozens of tries
+        # each); a loaded box may give a process a second short outage right after.
+        starts = outage_starts(service)
+        assert starts and max(starts.values()) <= 3, (starts, full_log(service)[-4000:])
+        assert count_in_log(service, "job store is back after") == sum(starts.values())
+
+
+def outage_starts(service: ServiceProcess) -> Counter[str]:
+    """How many outages each process (by its name in the log) logged the start of."""
+    found = re.findall(r"apipod\.store\.retry: (.+?): job store unavailable \(", full_log(service))
+    return Counter(found)
 
 
 @contextlib.contextmanager
