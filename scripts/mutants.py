@@ -65,6 +65,17 @@ MUTANTS: tuple[Mutant, ...] = (
         "claim takes the newest queued job instead of the oldest (FIFO)",
     ),
     Mutant(
+        "store-claim-races",
+        "apipod/store/sql.py",
+        "LIMIT 1{lock_suffix})\"\n        f\" AND status = 'queued' RETURNING",
+        'LIMIT 1)"\n        f" RETURNING',
+        (
+            "tests/store/test_claim_concurrency.py::"
+            "test_concurrent_claimers_take_every_job_once_in_order",
+        ),
+        "two workers can claim one job (no row lock, no re-check of its status)",
+    ),
+    Mutant(
         "store-lease-never-expires",
         "apipod/store/sql.py",
         'recover: str = release_sql("lease_expires_at < ?")',
