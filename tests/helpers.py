@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -19,6 +20,19 @@ import uvicorn
 
 SERVICES = Path(__file__).parent / "services"
 TERMINAL = {"finished", "failed", "timeout", "cancelled"}
+
+
+#: The server closes a keep-alive connection after 5 s idle (apipod.app.server.KEEP_ALIVE_S),
+#: httpx after 5 s by default: a request sent on a connection idle for just that long can
+#: meet the server's close ("Server disconnected without sending a response"). Test
+#: clients let go of idle connections well before the server does.
+CLIENT_KEEPALIVE_S = 2.0
+
+
+def http_client(base_url: str, **options: Any) -> httpx.Client:
+    """An httpx client for a service under test (idle connections dropped after 2 s)."""
+    limits = httpx.Limits(keepalive_expiry=CLIENT_KEEPALIVE_S)
+    return httpx.Client(base_url=base_url, limits=limits, **options)
 
 
 def free_port() -> int:

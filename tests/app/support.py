@@ -16,14 +16,14 @@ import numpy as np
 from media_toolkit import ImageFile
 
 from apipod.loader import load_app
-from tests.helpers import SERVICES, serve_in_thread
+from tests.helpers import SERVICES, http_client, serve_in_thread
 
 
 @contextlib.contextmanager
 def served(service: str) -> Iterator[httpx.Client]:
     """A keep-alive client for ``tests/services/<service>.py`` on a real uvicorn server."""
     app = load_app(str(SERVICES / f"{service}.py"))
-    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+    with serve_in_thread(app) as url, http_client(url, timeout=30) as client:
         yield client
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import ServiceProcess, running_service, wait_for_status
+from tests.helpers import ServiceProcess, http_client, running_service, wait_for_status
 from tests.supervisor.support import ready_workers, submit
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -55,7 +55,7 @@ def test_the_dashboard_shows_jobs_and_cancels_and_retries_them(
 ) -> None:
     expect = playwright_api.expect
     headers = {"Authorization": f"Bearer {KEY}"}
-    client = httpx.Client(base_url=service.url, timeout=30, headers=headers)
+    client = http_client(service.url, timeout=30, headers=headers)
     ready_workers(client)
     assert httpx.get(service.url + "/dashboard/data").status_code == 401
     page = browser.new_page(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ from tests.helpers import (
     ServiceProcess,
     apipod_command,
     free_port,
+    http_client,
     service_env,
 )
 
@@ -25,7 +26,7 @@ T = TypeVar("T")
 
 
 def client_for(service: ServiceProcess) -> httpx.Client:
-    return httpx.Client(base_url=service.url, timeout=30)
+    return http_client(service.url, timeout=30)
 
 
 def submit(client: httpx.Client, path: str, body: dict[str, Any] | None = None) -> str:
