@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import ServiceProcess, apipod_command, free_port, service_env
+from tests.helpers import ServiceProcess, apipod_command, free_port, http_client, service_env
 
 pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -145,7 +145,7 @@ def test_malformed_submits_get_4xx_json(
 
 
 def test_malformed_job_ids(image: ServiceProcess) -> None:
-    with httpx.Client(base_url=image.url, timeout=30) as client:
+    with http_client(image.url, timeout=30) as client:
         for path in ("/status/" + "a" * 5000, "/status/..%2f..%2fetc", "/status/a%00b"):
             response = client.get(path)
             assert response.status_code in (404, 422), (path, response.status_code)
@@ -155,7 +155,7 @@ def test_malformed_job_ids(image: ServiceProcess) -> None:
 
 
 def test_huge_fields(hello: ServiceProcess) -> None:
-    with httpx.Client(base_url=hello.url, timeout=30) as client:
+    with http_client(hello.url, timeout=30) as client:
         huge = client.post("/hello", json={"name": "x" * 2_000_000, "times": "2"})
         assert huge.status_code == 200
         assert len(huge.json()["text"]) > 4_000_000

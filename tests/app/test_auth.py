@@ -9,7 +9,14 @@ import httpx
 import pytest
 
 from apipod import APIPod
-from tests.helpers import SERVICES, ServiceProcess, free_port, serve_in_thread, service_env
+from tests.helpers import (
+    SERVICES,
+    ServiceProcess,
+    free_port,
+    http_client,
+    serve_in_thread,
+    service_env,
+)
 
 KEY = "s3cret-key"
 GOOD = {"Authorization": f"Bearer {KEY}"}
@@ -44,7 +51,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
 
 @pytest.fixture
 def client(service: ServiceProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=service.url, timeout=30) as client:
+    with http_client(service.url, timeout=30) as client:
         yield client
 
 

@@ -16,7 +16,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import SERVICES, ServiceProcess, apipod_command, free_port, service_env
+from tests.helpers import (
+    SERVICES,
+    ServiceProcess,
+    apipod_command,
+    free_port,
+    http_client,
+    service_env,
+)
 
 # Starts a whole service for every mode and every way of giving the key: the full tier.
 pytestmark = pytest.mark.slow
@@ -131,7 +138,7 @@ def test_the_key_guards_every_route(
 ) -> None:
     service = start_service(tmp_path, compute, means)
     running.append(service)
-    with httpx.Client(base_url=service.url, timeout=30) as client:
+    with http_client(service.url, timeout=30) as client:
         problems = mismatches(client, compute)
     assert not problems, "\n".join(problems)
 
@@ -142,7 +149,7 @@ def test_the_scheme_is_case_insensitive(
 ) -> None:
     service = start_service(tmp_path, compute, "env")
     running.append(service)
-    with httpx.Client(base_url=service.url, timeout=30) as client:
+    with http_client(service.url, timeout=30) as client:
         for scheme in ("bearer", "BEARER", "BeArEr"):
             headers = {"Authorization": f"{scheme} {KEY}"}
             assert client.post("/direct", json={}, headers=headers).status_code == 200, scheme

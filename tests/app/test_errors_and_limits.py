@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from tests.app.support import b64
-from tests.helpers import SERVICES, ServiceProcess, free_port, service_env
+from tests.helpers import SERVICES, ServiceProcess, free_port, http_client, service_env
 
 MB = 1_000_000
 LIMIT_MB = 5  # APIPod(max_upload_file_size_mb=5) in sync_limits.py
@@ -57,7 +57,7 @@ def limits(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]
 
 @pytest.fixture
 def limits_client(limits: ServiceProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=limits.url, timeout=60) as client:
+    with http_client(limits.url, timeout=60) as client:
         yield client
 
 

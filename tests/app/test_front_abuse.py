@@ -16,7 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.helpers import ServiceProcess, running_service
+from tests.helpers import ServiceProcess, http_client, running_service
 
 pytestmark = pytest.mark.slow
 
@@ -192,7 +192,7 @@ def test_health_is_fast_with_a_thousand_connections_open(plain: ServiceProcess) 
     try:
         time.sleep(0.5)
         timings = []
-        with httpx.Client(base_url=plain.url, timeout=10) as client:
+        with http_client(plain.url, timeout=10) as client:
             for _ in range(20):
                 start = time.monotonic()
                 assert client.get("/health").status_code == 200

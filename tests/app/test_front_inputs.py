@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.app.support import png_bytes, served
+from tests.helpers import http_client
 
 BIG_PNG = png_bytes(side=400, seed=3)  # noise: about 480 KB, far past the 64 KiB cut-off
 
@@ -189,14 +190,14 @@ def test_in_flight_budget_answers_503_with_retry_after() -> None:
         time.sleep(2)
         yield payload[900_000:]
 
-    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+    with serve_in_thread(app) as url, http_client(url, timeout=30) as client:
         results: list[int] = []
         first = threading.Thread(
             target=lambda: results.append(client.post("/text", content=slow_body()).status_code)
         )
         first.start()
         time.sleep(0.8)
-        with httpx.Client(base_url=url, timeout=30) as other:
+        with http_client(url, timeout=30) as other:
             second = other.post("/text", content=payload)
         first.join(timeout=20)
         assert second.status_code == 503 and second.headers["retry-after"], second.text

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from tests.app.support import b64, png_bytes
-from tests.helpers import ServiceProcess, running_service, wait_for_status
+from tests.helpers import ServiceProcess, http_client, running_service, wait_for_status
 
 pytestmark = pytest.mark.slow
 PNG = png_bytes(side=300, seed=5)
@@ -37,7 +37,7 @@ def db_of(service: ServiceProcess) -> Path:
 
 # --- errors for their audience -------------------------------------------------------------------
 def test_http_error_fails_the_job_with_its_code_and_message(errors_service: ServiceProcess) -> None:
-    with httpx.Client(base_url=errors_service.url, timeout=30) as client:
+    with http_client(errors_service.url, timeout=30) as client:
         job_id = client.post("/refuse", json={"voice": "tenor"}).json()["job_id"]
         done = wait_for_status(client, job_id, {"failed"})
         assert done["error"] == "HTTPError 404: no such voice: tenor"
@@ -51,7 +51,7 @@ def test_http_error_fails_the_job_with_its_code_and_message(errors_service: Serv
 def test_a_corrupt_row_shows_as_failed_and_spoils_nothing_else(
     errors_service: ServiceProcess,
 ) -> None:
-    with httpx.Client(base_url=errors_service.url, timeout=30) as client:
+    with http_client(errors_service.url, timeout=30) as client:
         good = client.post("/refuse").json()["job_id"]
         bad = client.post("/refuse").json()["job_id"]
         wait_for_status(client, bad, {"failed"})
@@ -155,14 +155,14 @@ def test_a_full_disk_while_storing_media_is_a_507(tmp_path: Path) -> None:
 # --- status reads beside a huge job ----------------------------------------------------------------
 def test_status_stays_fast_beside_a_16_mb_job_and_long_polls(tmp_path: Path) -> None:
     with running_service(tmp_path, "queue_front.py", max_workers=1, gpus="none") as service:
-        with httpx.Client(base_url=service.url, timeout=60) as client:
+        with http_client(service.url, timeout=60) as client:
             huge = client.post("/hold", json={"seconds": 30, "pad": "p" * 16_000_000})
             huge_id = huge.json()["job_id"]
             small = client.post("/echo", json={"text": "x"}).json()["job_id"]
             stop = threading.Event()
 
             def long_poll() -> None:
-                with httpx.Client(base_url=service.url, timeout=60) as poller:
+                with http_client(service.url, timeout=60) as poller:
                     while not stop.is_set():
                         poller.get(f"/status/{huge_id}", params={"wait": 1})
 
@@ -236,7 +236,7 @@ def test_job_history_reads_no_inputs(tmp_path: Path) -> None:
     settings = {"role": "api", "gpus": "none"}
     with running_service(tmp_path, "queue_front.py", wait_healthy=False, **settings) as service:
         service.wait_until("/openapi.json", status=200)
-        with httpx.Client(base_url=service.url, timeout=60) as client:
+        with http_client(service.url, timeout=60) as client:
             for i in range(60):
                 assert client.post("/echo", json={"text": f"{i}" + "t" * 1_000_000}).is_success
             api = psutil.Process(client.get("/health").json()["api"]["pid"])

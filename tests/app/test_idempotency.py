@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import ServiceProcess, running_service
+from tests.helpers import ServiceProcess, http_client, running_service
 
 TTL_S = 2
 
@@ -29,7 +29,7 @@ def api_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProces
 
 @pytest.fixture
 def client(api_only: ServiceProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api_only.url, timeout=30) as http:
+    with http_client(api_only.url, timeout=30) as http:
         yield http
 
 
@@ -67,7 +67,7 @@ def test_bad_keys_are_422(client: httpx.Client) -> None:
 
 def test_racing_retries_make_one_job(client: httpx.Client, api_only: ServiceProcess) -> None:
     def send(_: int) -> httpx.Response:
-        with httpx.Client(base_url=api_only.url, timeout=30) as own:
+        with http_client(api_only.url, timeout=30) as own:
             return post(own, "/echo", "order-race", json={"text": "race"})
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -87,7 +87,7 @@ def test_a_key_outlives_a_restart_and_ends_with_its_job(tmp_path: Path) -> None:
         running_service(
             tmp_path, "queue_ok.py", wait_healthy=False, role="api", job_ttl=TTL_S
         ) as service,
-        httpx.Client(base_url=service.url, timeout=30) as client,
+        http_client(service.url, timeout=30) as client,
     ):
         service.wait_until("/openapi.json", status=200)
         job_id = post(client, "/echo", "order-3", json={"text": "x"}).json()["job_id"]

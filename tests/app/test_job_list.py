@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from apipod.store import open_store
-from tests.helpers import ServiceProcess, running_service
+from tests.helpers import ServiceProcess, http_client, running_service
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def api_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProces
 
 @pytest.fixture
 def client(api_only: ServiceProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api_only.url, timeout=30) as http:
+    with http_client(api_only.url, timeout=30) as http:
         yield http
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import ServiceProcess, peak_rss_during, running_service
+from tests.helpers import ServiceProcess, http_client, peak_rss_during, running_service
 from tests.store.postgres_db import fresh_database
 
 pytestmark = pytest.mark.slow
@@ -72,7 +72,7 @@ def test_large_uploads_and_downloads_in_bounded_memory(
     service: ServiceProcess, big_file: tuple[Path, str]
 ) -> None:
     path, digest = big_file
-    with httpx.Client(base_url=service.url, timeout=300) as client:
+    with http_client(service.url, timeout=300) as client:
         with open(path, "rb") as data:
             first = client.post("/echo-file", params={"wait": 60}, files={"file": data}).json()
         assert first["status"] == "finished", first
@@ -81,7 +81,7 @@ def test_large_uploads_and_downloads_in_bounded_memory(
         api_pid = client.get("/health").json()["api"]["pid"]
 
     def upload() -> None:
-        with httpx.Client(base_url=service.url, timeout=300) as http, open(path, "rb") as data:
+        with http_client(service.url, timeout=300) as http, open(path, "rb") as data:
             response = http.post("/digest", files={"file": ("clip.mp4", data)})
             assert response.status_code == 200, response.text
 

@@ -20,7 +20,7 @@ from httpx_sse import connect_sse
 from media_toolkit import ImageFile, VideoFile
 from PIL import Image
 
-from tests.helpers import ServiceProcess, running_service
+from tests.helpers import ServiceProcess, http_client, running_service
 from tests.store.postgres_db import fresh_database
 
 WAIT = {"wait": 30}
@@ -55,7 +55,7 @@ class _no_database:
 
 @pytest.fixture
 def client(media_service: ServiceProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=media_service.url, timeout=60) as http:
+    with http_client(media_service.url, timeout=60) as http:
         yield http
 
 
@@ -277,7 +277,7 @@ def test_queued_endpoints_document_wait_inline_and_the_file_route(client: httpx.
 def test_files_of_a_job_go_with_it(tmp_path: Path) -> None:
     with (
         running_service(tmp_path, "queue_media.py", job_ttl=1) as service,
-        httpx.Client(base_url=service.url, timeout=30) as http,
+        http_client(service.url, timeout=30) as http,
     ):
         params = {**WAIT, "inline": "none"}
         body = finished(http.post("/video", params=params, json={"megabytes": 1.5}))

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import running_service, wait_for_status
+from tests.helpers import http_client, running_service, wait_for_status
 from tests.supervisor.support import ready_workers, submit
 
 pytestmark = pytest.mark.slow
@@ -37,7 +37,7 @@ def test_metrics_count_jobs_and_survive_a_restart(tmp_path: Path) -> None:
     headers = {"Authorization": f"Bearer {KEY}"}
     with (
         running_service(tmp_path, "queue_ops.py", api_key=KEY) as service,
-        httpx.Client(base_url=service.url, timeout=30, headers=headers) as client,
+        http_client(service.url, timeout=30, headers=headers) as client,
     ):
         ready_workers(client)
         assert httpx.get(service.url + "/metrics").status_code == 401

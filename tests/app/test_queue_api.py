@@ -21,7 +21,7 @@ import pytest
 from media_toolkit import ImageFile
 
 from apipod.store import open_store
-from tests.helpers import ServiceProcess, running_service, wait_for_status
+from tests.helpers import ServiceProcess, http_client, running_service, wait_for_status
 
 JOB_KEYS = {"job_id", "status", "metrics", "links"}
 
@@ -41,7 +41,7 @@ def api_only(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def client(api_only: ServiceProcess):
-    with httpx.Client(base_url=api_only.url, timeout=30) as http:
+    with http_client(api_only.url, timeout=30) as http:
         yield http
 
 
@@ -186,7 +186,7 @@ def test_back_pressure_429_under_concurrent_submits(tmp_path: Path) -> None:
         tmp_path, "queue_ok.py", wait_healthy=False, role="api", queue_size=5
     ) as svc:
         svc.wait_until("/openapi.json", status=200)
-        with httpx.Client(base_url=svc.url, timeout=30) as http:
+        with http_client(svc.url, timeout=30) as http:
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
                 responses = list(pool.map(lambda _: http.post("/noop"), range(16)))
             other = http.post("/pin", json={})
@@ -202,12 +202,12 @@ def test_back_pressure_429_under_concurrent_submits(tmp_path: Path) -> None:
 def test_accepted_submits_survive_kill_9_of_the_api(tmp_path: Path) -> None:
     with running_service(tmp_path, "queue_ok.py", wait_healthy=False, role="api") as svc:
         svc.wait_until("/openapi.json", status=200)
-        with httpx.Client(base_url=svc.url, timeout=30) as http:
+        with http_client(svc.url, timeout=30) as http:
             ids = [http.post("/echo", json={"text": f"t{i}"}).json()["job_id"] for i in range(20)]
         os.kill(_api_pid(svc), signal.SIGKILL)
         # the supervisor restarts the API process; every accepted job is still there
         svc.wait_until("/openapi.json", status=200)
-        with httpx.Client(base_url=svc.url, timeout=30) as http:
+        with http_client(svc.url, timeout=30) as http:
             for job_id in ids:
                 body = http.get(f"/status/{job_id}").json()
                 assert body["status"] == "queued"
@@ -224,7 +224,7 @@ def test_accepted_submits_survive_kill_9_of_the_api(tmp_path: Path) -> None:
 def test_finished_jobs_expire_after_ttl(tmp_path: Path) -> None:
     with (
         running_service(tmp_path, "queue_ok.py", job_ttl=1) as svc,
-        httpx.Client(base_url=svc.url, timeout=30) as http,
+        http_client(svc.url, timeout=30) as http,
     ):
         image = png_bytes()
         body = http.post("/invert", params={"wait": 20}, files={"image": ("a.png", image)}).json()
@@ -247,7 +247,7 @@ def test_finished_jobs_expire_after_ttl(tmp_path: Path) -> None:
 def test_submit_with_wait_returns_the_finished_job(tmp_path: Path) -> None:
     with (
         running_service(tmp_path, "queue_ok.py") as svc,
-        httpx.Client(base_url=svc.url, timeout=30) as http,
+        http_client(svc.url, timeout=30) as http,
     ):
         body = http.post("/echo", params={"wait": 10}, json={"text": "ab", "times": 2}).json()
         assert body["status"] == "finished"

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from media_toolkit import ImageFile
 
-from tests.helpers import ServiceProcess, running_service
+from tests.helpers import ServiceProcess, http_client, running_service
 from tests.store.postgres_db import fresh_database
 from tests.supervisor.support import ready_workers
 
@@ -49,7 +49,7 @@ def service(
 
 @pytest.fixture
 def client(service: ServiceProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=service.url, timeout=30) as client:
+    with http_client(service.url, timeout=30) as client:
         ready_workers(client, 1, timeout=60)
         yield client
 

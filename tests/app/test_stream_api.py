@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.helpers import ServiceProcess, running_service
+from tests.helpers import ServiceProcess, http_client, running_service
 from tests.supervisor.support import submit, wait_until
 
 KEY = "stream-secret"
@@ -27,7 +27,7 @@ def api_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProces
 @pytest.fixture
 def client(api_only: ServiceProcess) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {KEY}"}
-    with httpx.Client(base_url=api_only.url, timeout=30, headers=headers) as http:
+    with http_client(api_only.url, timeout=30, headers=headers) as http:
         yield http
 
 

@@ -16,7 +16,7 @@ import psutil
 import pytest
 from httpx_sse import ServerSentEvent, connect_sse
 
-from tests.helpers import ServiceProcess, running_service
+from tests.helpers import ServiceProcess, http_client, running_service
 from tests.store.postgres_db import fresh_database
 from tests.supervisor.support import full_log, ready_workers, submit, wait_terminal, wait_until
 
@@ -32,7 +32,7 @@ def service(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Servic
         if url:
             settings["database_url"] = url
         with running_service(tmp, "queue_stream.py", **settings) as svc:
-            ready_workers(httpx.Client(base_url=svc.url, timeout=30), 2, timeout=60)
+            ready_workers(http_client(svc.url, timeout=30), 2, timeout=60)
             yield svc
 
 
@@ -44,7 +44,7 @@ def contextlib_database(backend: str):
 
 @pytest.fixture
 def client(service: ServiceProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=service.url, timeout=30) as http:
+    with http_client(service.url, timeout=30) as http:
         yield http
 
 
@@ -219,7 +219,7 @@ def test_a_stream_resumes_on_another_box(
         other.wait_until("/openapi.json", status=200)
         job_id = submit(client, "/tokens", {"count": 40, "delay": 0.03})
         seen = outputs(read_stream(client, job_id, stop_after=10))  # box A
-        with httpx.Client(base_url=other.url, timeout=30) as box_b:
+        with http_client(other.url, timeout=30) as box_b:
             events = read_stream(box_b, job_id, str(seen[-1][0]))  # pushed live on box B
         assert seen + outputs(events) == [(i + 1, f"tok{i} ") for i in range(40)]
         assert snapshots(events)[-1]["status"] == "finished"

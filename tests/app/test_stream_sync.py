@@ -10,7 +10,7 @@ import httpx
 from httpx_sse import connect_sse
 
 from apipod.loader import load_app
-from tests.helpers import SERVICES, serve_in_thread
+from tests.helpers import SERVICES, http_client, serve_in_thread
 from tests.supervisor.support import wait_until
 
 
@@ -28,7 +28,7 @@ def served_app():
 
 def test_each_yield_is_one_record_with_an_id_then_done() -> None:
     app, server = served_app()
-    with server as url, httpx.Client(base_url=url, timeout=30) as client:
+    with server as url, http_client(url, timeout=30) as client:
         events = records(client, "/tokens", {"count": 4})
         assert [(e.event, e.id, e.data) for e in events] == [
             ("message", "1", '"tok0 "'),
@@ -44,7 +44,7 @@ def test_each_yield_is_one_record_with_an_id_then_done() -> None:
 
 def test_media_values_stream_as_file_models() -> None:
     app, server = served_app()
-    with server as url, httpx.Client(base_url=url, timeout=30) as client:
+    with server as url, http_client(url, timeout=30) as client:
         first, image, done = records(client, "/frame")
         assert json.loads(first.data) == "before" and done.data == "[DONE]"
         model = json.loads(image.data)
@@ -54,7 +54,7 @@ def test_media_values_stream_as_file_models() -> None:
 
 def test_an_error_mid_stream_ends_it_with_an_error_record() -> None:
     app, server = served_app()
-    with server as url, httpx.Client(base_url=url, timeout=30) as client:
+    with server as url, http_client(url, timeout=30) as client:
         events = records(client, "/breaks")
         assert [e.event for e in events] == ["message", "error"]
         assert json.loads(events[1].data) == {"error": "ValueError: broken mid-stream"}
@@ -70,7 +70,7 @@ def _disconnect_after(client: httpx.Client, path: str, received: int) -> None:
 def test_a_client_disconnect_closes_the_generator_within_one_value() -> None:
     app, server = served_app()
     events: list[str] = app.state.events
-    with server as url, httpx.Client(base_url=url, timeout=30) as client:
+    with server as url, http_client(url, timeout=30) as client:
         for path, prefix in (("/endless", ""), ("/aendless", "a")):
             events.clear()
             _disconnect_after(client, path, received=3)

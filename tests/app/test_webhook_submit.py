@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.helpers import running_service
+from tests.helpers import http_client, running_service
 
 pytestmark = pytest.mark.slow  # two services of their own
 
@@ -18,7 +17,7 @@ def test_webhook_submits_are_checked(tmp_path: Path) -> None:
         running_service(
             tmp_path, "queue_ok.py", wait_healthy=False, role="api", webhook_secret="s"
         ) as service,
-        httpx.Client(base_url=service.url, timeout=30) as client,
+        http_client(service.url, timeout=30) as client,
     ):
         service.wait_until("/openapi.json", status=200)
         loopback = client.post("/noop", params={"webhook": "http://127.0.0.1:9/hook"}, json={})
@@ -40,7 +39,7 @@ def test_webhook_submits_are_checked(tmp_path: Path) -> None:
 def test_webhooks_need_a_secret(tmp_path: Path) -> None:
     with (
         running_service(tmp_path, "queue_ok.py", wait_healthy=False, role="api") as service,
-        httpx.Client(base_url=service.url, timeout=30) as client,
+        http_client(service.url, timeout=30) as client,
     ):
         service.wait_until("/openapi.json", status=200)
         response = client.post("/noop", params={"webhook": "https://example.com/h"}, json={})

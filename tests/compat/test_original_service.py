@@ -22,7 +22,7 @@ from apipod import FileModel, JobResult
 from apipod.loader import load_app
 from apipod.store import open_store
 from tests.app.support import mp4_bytes, png_bytes, wav_bytes
-from tests.helpers import SERVICES, running_service, serve_in_thread, wait_for_status
+from tests.helpers import SERVICES, http_client, running_service, serve_in_thread, wait_for_status
 
 PNG = png_bytes(8, seed=1)
 WAV = wav_bytes()
@@ -74,14 +74,14 @@ class Service:
 def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     if request.param == "sync":
         app = load_app(str(SERVICES / "compat_original.py"))
-        with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        with serve_in_thread(app) as url, http_client(url, timeout=60) as client:
             yield Service(client, queued=False)
         return
     tmp = tmp_path_factory.mktemp("compat-queue")
     settings = {"compute": "serverless", "max_workers": 1}
     with (
         running_service(tmp, "compat_original.py", **settings) as svc,
-        httpx.Client(base_url=svc.url, timeout=90) as client,
+        http_client(svc.url, timeout=90) as client,
     ):
         yield Service(client, queued=True, data_dir=Path(svc.env["APIPOD_DATA_DIR"]))
 

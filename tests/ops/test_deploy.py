@@ -9,13 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
 from apipod.config import Config
 from apipod.ops.scaffold import DEPLOY_FILES, deploy_templates_dir
-from tests.helpers import ServiceProcess, apipod_command, free_port, service_env
+from tests.helpers import ServiceProcess, apipod_command, free_port, http_client, service_env
 
 DEPLOY = Path(__file__).resolve().parents[2] / "apipod-deploy"
 QUEUE_SETTINGS = {
@@ -160,7 +159,7 @@ def test_apipod_init_writes_a_service_that_runs(tmp_path: Path) -> None:
     )
     try:
         service.wait_until("/health", status=200, timeout=60)
-        with httpx.Client(base_url=service.url, timeout=30) as client:
+        with http_client(service.url, timeout=30) as client:
             body = client.post("/generate", params={"wait": 20}, json={"text": "hi"}).json()
             assert body["status"] == "finished" and body["result"] == {"text": "HI"}
     finally:

@@ -9,10 +9,15 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.helpers import ServiceProcess, apipod_command, running_service, wait_for_status
+from tests.helpers import (
+    ServiceProcess,
+    apipod_command,
+    http_client,
+    running_service,
+    wait_for_status,
+)
 from tests.supervisor.support import ready_workers, submit
 
 pytestmark = pytest.mark.slow
@@ -34,7 +39,7 @@ def apipod_json(service: ServiceProcess, *args: str, expect: int = 0) -> Any:
 def test_jobs_commands_on_a_running_service(tmp_path: Path) -> None:
     with (
         running_service(tmp_path, "queue_ops.py") as service,
-        httpx.Client(base_url=service.url, timeout=30) as client,
+        http_client(service.url, timeout=30) as client,
     ):
         ready_workers(client)
         marker = tmp_path / "marker"

@@ -12,7 +12,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import ServiceProcess, apipod_command, running_service, wait_for_status
+from tests.helpers import (
+    ServiceProcess,
+    apipod_command,
+    http_client,
+    running_service,
+    wait_for_status,
+)
 from tests.store.postgres_db import fresh_database
 from tests.supervisor.support import wait_until
 from tests.webhook_receiver import receiver
@@ -49,8 +55,8 @@ def test_idempotency_metrics_webhooks_and_cli_across_boxes(
     boxes: tuple[ServiceProcess, ServiceProcess],
 ) -> None:
     a, b = boxes
-    client_a = httpx.Client(base_url=a.url, timeout=30)
-    client_b = httpx.Client(base_url=b.url, timeout=30)
+    client_a = http_client(a.url, timeout=30)
+    client_b = http_client(b.url, timeout=30)
     key = {"Idempotency-Key": "across-boxes"}
     first = client_a.post("/work", headers=key, json={"steps": 1}).json()["job_id"]
     again = client_b.post("/work", headers=key, json={"steps": 1})

@@ -26,7 +26,7 @@ import psycopg
 import pytest
 from media_toolkit import ImageFile
 
-from tests.helpers import ServiceProcess, running_service
+from tests.helpers import ServiceProcess, http_client, running_service
 from tests.store.postgres_db import fresh_database
 
 JOBS = int(os.environ.get("APIPOD_SCALEOUT_JOBS", "1000"))
@@ -87,7 +87,7 @@ def box_of(worker_id: str) -> str:
 
 def submit_all(box: ServiceProcess, path: str, count: int, body: dict[str, Any]) -> list[str]:
     def submit_some(n: int) -> list[str]:
-        with httpx.Client(base_url=box.url, timeout=30) as client:
+        with http_client(box.url, timeout=30) as client:
             ids = []
             for _ in range(n):
                 response = client.post(path, json=body)
@@ -143,7 +143,7 @@ def test_every_job_is_claimed_exactly_once_across_boxes(boxes: Any, database: st
 def test_results_from_box_b_wake_waiters_on_box_a(boxes: Any, database: str) -> None:
     a, _ = boxes
     latencies = []
-    with httpx.Client(base_url=a.url, timeout=30) as client:
+    with http_client(a.url, timeout=30) as client:
         for _ in range(30):
             started = time.monotonic()
             job = client.post("/pin", json={"delay": 0.05}).json()
@@ -159,7 +159,7 @@ def test_media_inputs_and_results_cross_boxes(boxes: Any, database: str) -> None
     image = base64.b64encode(ImageFile().from_np_array(pixels).to_bytes()).decode()
     ids = submit_all(a, "/invert", 12, {"image": image})
     wait_all_ended(database, ids, timeout=60)
-    with httpx.Client(base_url=a.url, timeout=30) as client:
+    with http_client(a.url, timeout=30) as client:
         results = [client.get(f"/status/{job_id}").json() for job_id in ids]
     assert {r["status"] for r in results} == {"finished"}
     inverted = ImageFile().from_bytes(base64.b64decode(results[0]["result"]["content"]))
@@ -175,7 +175,7 @@ def test_media_inputs_and_results_cross_boxes(boxes: Any, database: str) -> None
 def test_progress_and_cancel_reach_across_boxes(boxes: Any, database: str) -> None:
     a, _ = boxes
     before = {w["id"] for w in ready_workers(a)}
-    with httpx.Client(base_url=a.url, timeout=30) as client:
+    with http_client(a.url, timeout=30) as client:
         steps = client.post("/steps", json={"count": 20, "delay": 0.05}).json()["job_id"]
         seen: set[float] = set()
         while (job := client.get(f"/status/{steps}").json())["status"] != "finished":

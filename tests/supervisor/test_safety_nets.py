@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from apipod.store import JobStatus, JobStore, WorkerInfo, WorkerState, open_store
-from tests.helpers import ServiceProcess, running_service
+from tests.helpers import ServiceProcess, http_client, running_service
 from tests.store.postgres_db import fresh_database
 from tests.supervisor.support import (
     client_for,
@@ -218,7 +218,7 @@ def test_a_starting_box_leaves_other_boxes_jobs_alone(
 def test_every_long_poll_is_capped_at_60_s(tmp_path: Path) -> None:
     with running_service(tmp_path, "queue_ok.py", wait_healthy=False, role="api") as svc:
         svc.wait_until("/openapi.json", status=200)
-        with httpx.Client(base_url=svc.url, timeout=90) as client:
+        with http_client(svc.url, timeout=90) as client:
             job_id = submit(client, "/noop")  # no workers: it stays queued
             polls = {
                 "GET /status": lambda: client.get(f"/status/{job_id}", params={"wait": 3600}),

@@ -12,11 +12,16 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import ServiceProcess, apipod_command, running_service, wait_for_status
+from tests.helpers import (
+    ServiceProcess,
+    apipod_command,
+    http_client,
+    running_service,
+    wait_for_status,
+)
 from tests.supervisor.support import ready_workers, wait_until
 from tests.webhook_receiver import Received, receiver
 
@@ -44,7 +49,7 @@ def test_a_failing_receiver_gets_the_job_after_a_restart(tmp_path: Path) -> None
     with (
         receiver([500, 503]) as hook,
         running_service(tmp_path, "queue_ops.py", **SETTINGS) as service,
-        httpx.Client(base_url=service.url, timeout=30) as client,
+        http_client(service.url, timeout=30) as client,
     ):
         ready_workers(client)
         response = client.post("/work", params={"webhook": hook.url}, json={"steps": 1})
@@ -90,7 +95,7 @@ def test_start_progress_and_completed_arrive_in_order(tmp_path: Path) -> None:
     with (
         receiver() as hook,
         running_service(tmp_path, "queue_ops.py", **SETTINGS) as service,
-        httpx.Client(base_url=service.url, timeout=30) as client,
+        http_client(service.url, timeout=30) as client,
     ):
         ready_workers(client)
         params = {"webhook": hook.url, "webhook_events": "start,progress,completed"}
