@@ -151,13 +151,18 @@ class WebhookSender:
         elif later is None:
             logger.error(
                 "webhook %s of job %s failed for good: %s",
-                *(delivery.event, delivery.job_id, error),
+                delivery.event,
+                delivery.job_id,
+                error,
                 extra=job,
             )
         else:
             logger.warning(
                 "webhook %s of job %s: %s; retrying at %s",
-                *(delivery.event, delivery.job_id, error, later.isoformat(timespec="seconds")),
+                delivery.event,
+                delivery.job_id,
+                error,
+                later.isoformat(timespec="seconds"),
                 extra=job,
             )
         self.store.record_webhook_attempt(

@@ -120,8 +120,9 @@ class Batcher:
             else:
                 logger.info(
                     "job %s left batch %s before it started",
-                    *(job.id, job.batch_id),
-                    extra=_of(job),
+                    job.id,
+                    job.batch_id,
+                    extra=_job_fields(job),
                 )
         return kept
 
@@ -211,7 +212,9 @@ class BatchRun:
             encoded = self._runner.encoder(job.id, self._spec)(result)
             if not self._store.finish(job.id, self._worker_id, encoded):
                 logger.info(
-                    "job %s: result dropped, the job is no longer ours", job.id, extra=_of(job)
+                    "job %s: result dropped, the job is no longer ours",
+                    job.id,
+                    extra=_job_fields(job),
                 )
         except Exception as exc:  # an unstorable result fails its job only
             self._fail(job, exc)
@@ -219,7 +222,9 @@ class BatchRun:
     def _fail(self, job: Job, exc: BaseException) -> None:
         trace = "".join(traceback.format_exception(exc))
         if not self._store.fail(job.id, self._worker_id, client_error_text(exc), trace):
-            logger.info("job %s: error dropped, the job is no longer ours", job.id, extra=_of(job))
+            logger.info(
+                "job %s: error dropped, the job is no longer ours", job.id, extra=_job_fields(job)
+            )
 
 
 class BatchProgress:
@@ -239,7 +244,7 @@ class BatchProgress:
             raise JobCancelled("every job of the batch was cancelled")
 
 
-def _of(job: Job) -> dict[str, str]:
+def _job_fields(job: Job) -> dict[str, str]:
     """A log record's context for one job of a batch (the batch's context names none)."""
     return {"job_id": job.id}
 
