@@ -73,6 +73,8 @@ class Config:
     max_stored_mb: float = 100_000.0
     inline_result_max_mb: float = 8.0
     result_image_format: str = "png"
+    #: An OpenAI-compatible call whose client disconnects cancels its job (queue mode).
+    cancel_on_disconnect: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -9,7 +9,15 @@ from __future__ import annotations
 import inspect
 import json
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +66,9 @@ class EndpointSpec:
     batch_size: int = 1
     #: How long a worker waits for more jobs when fewer than ``batch_size`` are queued.
     batch_wait_ms: float = 0.0
+    #: A returned iterator (not only a generator function's output) streams, chunk by
+    #: chunk, as a generator's would (set for OpenAI-compatible endpoints).
+    streams_returned_iterators: bool = False
     input_model: type[BaseModel] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -87,6 +98,10 @@ class EndpointSpec:
     def is_stream(self) -> bool:
         """A generator function (``def`` or ``async def`` with ``yield``) streams."""
         return inspect.isgeneratorfunction(self.func) or inspect.isasyncgenfunction(self.func)
+
+    def streams(self, result: Any) -> bool:
+        """Whether ``result`` (what the function returned) is output to stream."""
+        return self.is_stream or (self.streams_returned_iterators and is_iterator(result))
 
     @property
     def batched(self) -> bool:
@@ -177,6 +192,29 @@ class EndpointSpec:
             ),
             None,
         )
+
+
+def is_iterator(value: Any) -> bool:
+    """An iterator or async iterator (a generator, ``iter(...)``), not a container."""
+    return isinstance(value, (Iterator, AsyncIterator))
+
+
+def as_generator(output: Any) -> Generator[Any, None, None] | AsyncGenerator[Any, None]:
+    """An iterator as a generator (closing it closes the iterator it wraps, if it can)."""
+    if isinstance(output, (Generator, AsyncGenerator)):
+        return output
+    if isinstance(output, AsyncIterator):
+        return _async_each(output)
+    return _each(output)
+
+
+def _each(output: Iterator[Any]) -> Generator[Any, None, None]:
+    yield from output
+
+
+async def _async_each(output: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
+    async for value in output:
+        yield value
 
 
 def build_spec(func: Callable[..., Any], path: str, **options: Any) -> EndpointSpec:

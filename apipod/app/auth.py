@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from apipod.app.signing import has_valid_signature
@@ -44,9 +44,15 @@ def unauthorized_response() -> JSONResponse:
 class ApiKeyMiddleware:
     """Pure ASGI middleware: answers 401 unless the current key (``key_of()``) is sent."""
 
-    def __init__(self, app: ASGIApp, key_of: Callable[[], str | None]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        key_of: Callable[[], str | None],
+        unauthorized: Callable[[Scope], Response] | None = None,
+    ) -> None:
         self.app = app
         self._key_of = key_of
+        self._unauthorized = unauthorized or (lambda scope: unauthorized_response())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -57,7 +63,7 @@ class ApiKeyMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        await unauthorized_response()(scope, receive, send)
+        await self._unauthorized(scope)(scope, receive, send)
 
     def _signed(self, scope: Scope) -> bool:
         # A file URL from a JobResult carries its own expiring signature (signing.py).

@@ -41,14 +41,16 @@ from apipod.app.health import install_health
 from apipod.app.http_errors import install_error_handlers
 from apipod.app.idempotency import REPLAYED_HEADER, idempotency_key, submit_idempotent
 from apipod.app.inputs import RawInputs, read_inputs
+from apipod.app.openai import OpenAIRoutes
 from apipod.app.queue import QueueFrontEnd, install_job_routes, wait_seconds
-from apipod.app.stream import install_stream_route, sync_stream_response
+from apipod.app.stream import StreamHub, install_stream_route, sync_stream_response
 from apipod.app.webhooks import webhook_policy, webhook_request, with_webhook
 from apipod.config import COMPUTE_MODES, PROVIDERS, RESULT_IMAGE_FORMATS, Config
 from apipod.endpoint import EndpointSpec, build_spec
 from apipod.errors import APIPodError, ConfigError, EndpointDefinitionError, client_error_text
 from apipod.media.urlpolicy import UrlPolicy
 from apipod.progress import JobProgress
+from apipod.store.records import Job
 
 logger = logging.getLogger(__name__)
 
@@ -95,11 +97,17 @@ class APIPod(FastAPI):
         install_docs(self, docs_url, redoc_url)
         install_error_handlers(self)
         install_health(self)
+        self.stream_hub: StreamHub | None = None
+        self._openai = OpenAIRoutes(self)
         if self.config.queue_enabled:
             install_job_routes(self, self.queue)
-            install_stream_route(self, self.queue)
+            self.stream_hub = install_stream_route(self, self.queue)
             install_file_routes(self, self.queue)
-        self.add_middleware(ApiKeyMiddleware, key_of=lambda: self.config.api_key)
+        self.add_middleware(
+            ApiKeyMiddleware,
+            key_of=lambda: self.config.api_key,
+            unauthorized=self._openai.unauthorized,
+        )
 
     # --- configuration ---------------------------------------------------------------------
     def configure(self, **flags: Any) -> Config:
@@ -116,7 +124,7 @@ class APIPod(FastAPI):
         has_job_routes = any(getattr(r, "path", None) == "/jobs" for r in self.routes)
         if config.queue_enabled and not has_job_routes:
             install_job_routes(self, self.queue)
-            install_stream_route(self, self.queue)
+            self.stream_hub = install_stream_route(self, self.queue)
             install_file_routes(self, self.queue)
 
     @property
@@ -206,14 +214,19 @@ class APIPod(FastAPI):
                 f"{spec.path!r} (routes are lower case with '-' for '_'); rename one"
             )
         self.endpoints[spec.path] = spec
-        handler = self._handlers[spec.path] = self._make_handler(spec)
+        openai_handler = self._openai.handler_for(spec)  # None unless it is an OpenAI one
+        handler = openai_handler or self._make_handler(spec)
+        self._handlers[spec.path] = handler
         if literal != spec.path:
             self._literal_routes[literal] = spec
             self.add_api_route(
                 literal, handler, methods=spec.methods, name=spec.name, include_in_schema=False
             )
         for method in spec.methods:  # one route per method: unique OpenAPI operation ids
-            extra, components = openapi.operation_extra(spec, self.is_queued(spec), method)
+            if openai_handler is None:
+                extra, components = openapi.operation_extra(spec, self.is_queued(spec), method)
+            else:
+                extra, components = self._openai.operation_extra(spec)
             self._component_schemas.update(components)
             self.add_api_route(
                 spec.path,
@@ -292,6 +305,19 @@ class APIPod(FastAPI):
         self, request: Request, spec: EndpointSpec, values: dict, payloads: dict
     ) -> Response:
         wait = wait_seconds(request)
+        job, replayed = await self.enqueue(request, spec, values, payloads)
+        if wait:
+            job = await self.queue.wait_terminal(job.id, wait, request.receive) or job
+        response = await self.queue.respond(job, request)
+        if replayed:
+            response.headers[REPLAYED_HEADER] = "true"
+        return response
+
+    async def enqueue(
+        self, request: Request, spec: EndpointSpec, values: dict, payloads: dict
+    ) -> tuple[Job, bool]:
+        """Store a job for ``spec`` (with its webhook and Idempotency-Key, if the request
+        has them); ``(job, replayed)``, replayed when the key named an earlier job."""
         declared = request.headers.get("content-length", "")
         incoming = payload_bytes(payloads) + (int(declared) if declared.isdigit() else 0)
         self.queue.check_room()
@@ -319,12 +345,7 @@ class APIPod(FastAPI):
         if not replayed:
             self.queue.stored(incoming)
         logger.debug("job %s queued for %s", job.id, spec.path)
-        if wait:
-            job = await self.queue.wait_terminal(job.id, wait, request.receive) or job
-        response = await self.queue.respond(job, request)
-        if replayed:
-            response.headers[REPLAYED_HEADER] = "true"
-        return response
+        return job, replayed
 
     # --- lifecycle and docs ------------------------------------------------------------------
     @asynccontextmanager
@@ -358,6 +379,7 @@ class APIPod(FastAPI):
             for path, spec in [*self.endpoints.items(), *self._literal_routes.items()]
             for method in spec.methods
         }
+        routes.update(self._openai.fast_routes())
         status = self.queue.status_handler if self.config.queue_enabled else None
         return FastPath(self, stack, routes, status)
 

@@ -279,8 +279,8 @@ def resume_after(last_event_id: str | None) -> int:
     return int(text)
 
 
-def install_stream_route(app: FastAPI, queue: QueueFrontEnd) -> None:
-    """Register ``GET /stream/{job_id}`` on ``app``."""
+def install_stream_route(app: FastAPI, queue: QueueFrontEnd) -> StreamHub:
+    """Register ``GET /stream/{job_id}`` on ``app``; the hub that wakes its streams."""
     hub = StreamHub(queue)
 
     @app.router.get(
@@ -301,3 +301,5 @@ def install_stream_route(app: FastAPI, queue: QueueFrontEnd) -> None:
             raise JobNotFound(job_id)
         render = queue.file_renderer(request, "auto")
         return EventStream(JobStream(queue, hub, job_id, after, render).records())
+
+    return hub

@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
-from apipod.endpoint import EndpointSpec
+from apipod.endpoint import EndpointSpec, as_generator
 from apipod.errors import JobCancelled, client_error_text
 from apipod.payload import (
     close_all,
@@ -50,7 +50,8 @@ class JobRunner:
         with JobWatch(self._store, job.id, self._worker_id, self._lease_s) as watch:
             try:
                 result = self._call(spec, job, JobProgress(watch.report))
-                if spec.is_stream:
+                if spec.streams(result):
+                    result = as_generator(result)
                     encode = self.encoder(job.id, spec, yielded=True)
                     writer = ChunkWriter(self._store, job.id, self._worker_id, watch.lost)
                     encoded = run_stream(result, encode, writer, self._loop)

@@ -1,0 +1,1 @@
+"""Names shared with services written for the original APIPod (``apipod.common.schemas``)."""
