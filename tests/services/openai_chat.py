@@ -88,7 +88,7 @@ def complete(request: CompletionRequest) -> str:
     return f"{request.prompt} and more"
 
 
-@app.endpoint("/embed", batch_size=4, batch_wait_ms=20)
+@app.endpoint("/embed", batch_size=4, batch_wait_ms=300)
 def embed(requests: list[EmbeddingRequest]) -> list:
     side_log(f"embed batch {len(requests)}")
     out = []
@@ -116,3 +116,15 @@ def draw(request: ImageGenerationRequest) -> list[ImageFile]:
     import numpy as np
 
     return [ImageFile().from_np_array(np.full((4, 4, 3), i, np.uint8)) for i in range(request.num_images)]
+
+
+@app.endpoint("/chat-one", queue_size=1)
+def chat_one(request: ChatCompletionRequest) -> str:
+    """A chat endpoint whose queue holds one job (the 429 test)."""
+    return "one"
+
+
+@app.endpoint("/plain")
+def plain(text: str) -> dict:
+    """An ordinary endpoint beside the OpenAI ones."""
+    return {"text": text}
