@@ -175,14 +175,13 @@ def test_a_client_that_disconnects_cancels_its_job_within_one_yield(
             break
     stream.close()
     assert wait_for_status(http, job_id, {"cancelled"})["status"] == "cancelled"
-    lines = wait_until(
-        lambda: [l for l in side_log(service) if l.startswith(token)] * (
-            f"{token} GeneratorExit" in side_log(service)
-        ),
-        30,
-        "the generator saw GeneratorExit",
-    )
-    yields = [l for l in lines if " yield " in l]
+
+    def generator_closed() -> list[str]:
+        lines = [line for line in side_log(service) if line.startswith(token)]
+        return lines if f"{token} GeneratorExit" in lines else []
+
+    lines = wait_until(generator_closed, 30, "the generator saw GeneratorExit")
+    yields = [line for line in lines if " yield " in line]
     assert lines[-1] == f"{token} GeneratorExit"
     assert len(yields) <= received + 1, lines  # stopped at the next yield
 
@@ -193,7 +192,8 @@ def test_queue_full_is_429_rate_limit(service: ServiceProcess, http) -> None:
     first: list[str] = []
     thread = threading.Thread(
         target=lambda: first.append(
-            client_of(service).chat.completions.create(model="chat-one", messages=ask("a"))
+            client_of(service)
+            .chat.completions.create(model="chat-one", messages=ask("a"))
             .choices[0]
             .message.content
         )

@@ -37,12 +37,26 @@ def ask(text: str) -> list[dict]:
 def test_the_original_import_path_holds_every_name() -> None:
     from apipod.common import schemas
 
-    for name in (
-        "ChatCompletionRequest ChatCompletionResponse ChatCompletionChunk ChatMessage"
-        " CompletionRequest CompletionResponse EmbeddingRequest EmbeddingResponse"
-        " SpeechRequest TranscriptionRequest TranscriptionResponse ImageGenerationRequest"
-        " ImageGenerationResponse Usage ToolCall ChatDelta FileModel VisionRequest"
-    ).split():
+    for name in [
+        "ChatCompletionRequest",
+        "ChatCompletionResponse",
+        "ChatCompletionChunk",
+        "ChatMessage",
+        "CompletionRequest",
+        "CompletionResponse",
+        "EmbeddingRequest",
+        "EmbeddingResponse",
+        "SpeechRequest",
+        "TranscriptionRequest",
+        "TranscriptionResponse",
+        "ImageGenerationRequest",
+        "ImageGenerationResponse",
+        "Usage",
+        "ToolCall",
+        "ChatDelta",
+        "FileModel",
+        "VisionRequest",
+    ]:
         assert name in schemas.__all__ and getattr(schemas, name).__name__ == name
     import socaity_schemas.public.inference.language as language
 

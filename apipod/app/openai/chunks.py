@@ -44,6 +44,27 @@ class ChunkEncoder:
         delta.pop("role", None)
         return self._record(delta, None) if delta else b""
 
+    def encode_all(self, values: list[Any]) -> bytes:
+        """The records of values that arrived together: runs of plain text go out as one
+        delta (a client that fell behind catches up in fewer, larger records)."""
+        records: list[bytes] = []
+        text: list[str] = []
+        for value in values:
+            if isinstance(value, str):
+                self._merger.add(value)
+                text.append(value)
+                continue
+            if text:
+                records.append(self._text("".join(text)))
+                text = []
+            records.append(self.encode(value))
+        if text:
+            records.append(self._text("".join(text)))
+        return b"".join(records)
+
+    def _text(self, text: str) -> bytes:
+        return self._record({"content" if self._chat else "text": text}, None)
+
     def close(self) -> bytes:
         finish = self._merger.finish()
         last = self._record({} if self._chat else {"text": ""}, finish)

@@ -195,11 +195,9 @@ class OpenAIRoutes:
         try:
             yield encoder.start()
             async for current, output in jobs.follow(self._app, self._app.stream_hub, job.id):
-                for value in output:
+                if output:
                     seen = True
-                    record = encoder.encode(value)
-                    if record:
-                        yield record
+                    yield encoder.encode_all(output)
                 if not current.is_terminal:
                     continue
                 ended = True
