@@ -186,6 +186,20 @@ def test_a_client_that_disconnects_cancels_its_job_within_one_yield(
     assert len(yields) <= received + 1, lines  # stopped at the next yield
 
 
+def test_a_waiting_call_whose_client_gives_up_cancels_its_job(
+    service: ServiceProcess, http
+) -> None:
+    token = uuid.uuid4().hex[:8]
+    client = client_of(service).with_options(timeout=1.5)
+    with pytest.raises(openai.APITimeoutError):
+        client.chat.completions.create(model="chat", messages=ask(f"slow {token}"))
+    wait_until(
+        lambda: f"{token} GeneratorExit" in side_log(service), 30, "the generator was closed"
+    )
+    jobs = http.get("/jobs", params={"endpoint": "/chat", "limit": 5}).json()["jobs"]
+    assert any(job["status"] == "cancelled" for job in jobs)
+
+
 def test_queue_full_is_429_rate_limit(service: ServiceProcess, http) -> None:
     blocker, blocker_id = slow_stream(service, uuid.uuid4().hex[:8])
     next(iter(blocker))  # the worker is busy with it now

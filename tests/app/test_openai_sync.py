@@ -227,3 +227,11 @@ def test_a_wrong_key_is_an_authentication_error() -> None:
         assert error.value.body["type"] == "authentication_error"
         with pytest.raises(openai.AuthenticationError):
             bad.models.list()
+
+
+def test_cancel_on_disconnect_is_a_setting_on_by_default() -> None:
+    from apipod.config import Config
+
+    assert Config.load(env={}).cancel_on_disconnect is True
+    off = Config.load(env={"APIPOD_CANCEL_ON_DISCONNECT": "false"})
+    assert off.cancel_on_disconnect is False

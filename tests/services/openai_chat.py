@@ -115,7 +115,10 @@ def transcribe(request: TranscriptionRequest) -> dict:
 def draw(request: ImageGenerationRequest) -> list[ImageFile]:
     import numpy as np
 
-    return [ImageFile().from_np_array(np.full((4, 4, 3), i, np.uint8)) for i in range(request.num_images)]
+    return [
+        ImageFile().from_np_array(np.full((4, 4, 3), i, np.uint8))
+        for i in range(request.num_images)
+    ]
 
 
 @app.endpoint("/chat-one", queue_size=1)
