@@ -21,12 +21,15 @@ from apipod.common.schemas import (
 
 app = APIPod(title="openai-fixture")
 
-DATA_DIR = Path(os.environ.get("APIPOD_DATA_DIR", "."))
+DATA_DIR = os.environ.get("APIPOD_DATA_DIR")
 
 
 def side_log(line: str) -> None:
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    with open(DATA_DIR / "side.log", "a") as log:
+    """A line in <data dir>/side.log (tests read it); nothing without a data dir."""
+    if DATA_DIR is None:
+        return
+    Path(DATA_DIR).mkdir(parents=True, exist_ok=True)
+    with open(Path(DATA_DIR) / "side.log", "a") as log:
         log.write(line + "\n")
 
 
