@@ -42,6 +42,8 @@ SAFETY = "tests/supervisor/test_safety_nets.py"
 TIMEOUTS = "tests/supervisor/test_timeouts_cancel.py"
 AUTH_MODES = "tests/app/test_auth_modes.py"
 RESULTS = "tests/app/test_queue_results.py"
+OPENAI_SYNC = "tests/app/test_openai_sync.py"
+OPENAI_QUEUE = "tests/app/test_openai_queue.py"
 
 
 @dataclass(frozen=True)
@@ -414,6 +416,74 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/media/test_fetch.py::test_https_verifies_the_host_name_not_the_address",),
         "an HTTPS media URL is checked against the dialled address, not its host name"
         " (issue 16, 5: this test was skipped without cryptography)",
+    ),
+    # --- issue 19: OpenAI-compatible endpoints ----------------------------------------------
+    Mutant(
+        "openai-disconnect-keeps-job",
+        "apipod/app/openai/jobs.py",
+        "if not app.config.cancel_on_disconnect:",
+        "if True:",
+        (
+            f"{OPENAI_QUEUE}::test_a_client_that_disconnects_cancels_its_job_within_one_yield",
+            f"{OPENAI_QUEUE}::test_a_waiting_call_whose_client_gives_up_cancels_its_job",
+        ),
+        "an OpenAI client that disconnects leaves its job running on the worker",
+    ),
+    Mutant(
+        "openai-returned-iterator-not-streamed",
+        "apipod/worker/runner.py",
+        "if spec.streams(result):",
+        "if spec.is_stream:",
+        (f"{OPENAI_QUEUE}::test_tool_call_deltas_and_the_async_client",),
+        "a worker does not stream an iterator the function returned (return llm.stream(...))",
+    ),
+    Mutant(
+        "openai-error-shape-dropped",
+        "apipod/app/openai/errors.py",
+        'return {"error": {"message": message, "type": kind, "param": param, "code": code}}',
+        'return {"detail": message}',
+        (f"{OPENAI_SYNC}::test_errors_have_openai_shape_and_status",),
+        "errors on OpenAI routes lose OpenAI's {error: {message, type, param, code}} shape",
+    ),
+    Mutant(
+        "openai-401-plain-shape",
+        "apipod/app/openai/routes.py",
+        "return errors.unauthorized()",
+        "return unauthorized_response()",
+        (f"{OPENAI_SYNC}::test_a_wrong_key_is_an_authentication_error",),
+        "a wrong key on an OpenAI route is answered in APIPod's shape, not OpenAI's",
+    ),
+    Mutant(
+        "openai-model-ignored",
+        "apipod/app/openai/routes.py",
+        "bindings = self._bindings[kind.name]\n        if len(bindings) == 1:",
+        "bindings = self._bindings[kind.name]\n        if bindings:",
+        (f"{OPENAI_SYNC}::test_models_list_and_the_model_picks_the_endpoint",),
+        "the request's model does not pick among several endpoints of a kind",
+    ),
+    Mutant(
+        "openai-tool-calls-finish-stop",
+        "apipod/app/openai/wrap.py",
+        'return self.finish_reason or ("tool_calls" if self.tool_calls else "stop")',
+        'return self.finish_reason or "stop"',
+        (f"{OPENAI_SYNC}::test_tool_call_deltas_stream_and_merge",),
+        "a stream of tool calls ends with finish_reason stop instead of tool_calls",
+    ),
+    Mutant(
+        "openai-usage-chunk-dropped",
+        "apipod/app/openai/chunks.py",
+        "if self._include_usage:",
+        "if False:",
+        (f"{OPENAI_SYNC}::test_chat_stream_is_chunks_then_stop_then_usage",),
+        "stream_options.include_usage is ignored",
+    ),
+    Mutant(
+        "openai-no-job-header",
+        "apipod/app/openai/routes.py",
+        "response.headers[jobs.JOB_HEADER] = job.id",
+        "pass",
+        (f"{OPENAI_QUEUE}::test_chat_call_is_a_job_that_the_answer_names",),
+        "a queued OpenAI call does not name its job (X-APIPod-Job-Id)",
     ),
 )
 

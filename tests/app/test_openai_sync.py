@@ -72,7 +72,7 @@ def test_chat_answer_is_wrapped_with_id_created_model_and_choices(client: openai
     assert answer.choices[0].finish_reason == "stop"
 
 
-def test_chat_stream_of_a_returned_iterator_is_chunks_then_stop_then_usage(
+def test_chat_stream_is_chunks_then_stop_then_usage(
     client: openai.OpenAI,
 ) -> None:
     options = {"include_usage": True}
@@ -207,6 +207,8 @@ def test_declared_path_answers_openai_and_plain_endpoints_keep_their_shape(base_
         answer = http.post("/chat", json={"messages": ask("hi")}).json()
         assert answer["choices"][0]["message"]["content"] == "echo: hi"
         assert http.post("/plain", json={"text": "x"}).json() == {"text": "x"}
+        paths = http.get("/openapi.json").json()["paths"]
+        assert "/v1/chat/completions" in paths and "/chat" in paths and "/plain" in paths
         missing = http.post("/plain", json={})
         assert missing.status_code == 422 and "detail" in missing.json()
 

@@ -23,7 +23,7 @@ from apipod.app.openai.bodies import make_call, read_document
 from apipod.app.openai.errors import JobEndedBadly, ModelNotFound, openai_error
 from apipod.app.openai.execute import call_now
 from apipod.app.openai.kinds import Binding, Kind, binding_of
-from apipod.app.stream import EventStream
+from apipod.app.stream import KEEPALIVE_S, EventStream
 from apipod.endpoint import EndpointSpec
 from apipod.store.records import Job, JobStatus
 
@@ -192,12 +192,16 @@ class OpenAIRoutes:
         """The job's durable stream, re-encoded as OpenAI chunks."""
         encoder, ended, seen = reply.encoder(), False, False
         assert self._app.stream_hub is not None
+        sent = time.monotonic()
         try:
             yield encoder.start()
             async for current, output in jobs.follow(self._app, self._app.stream_hub, job.id):
                 if output:
-                    seen = True
+                    seen, sent = True, time.monotonic()
                     yield encoder.encode_all(output)
+                elif time.monotonic() - sent > KEEPALIVE_S:  # queued or thinking: keep it open
+                    sent = time.monotonic()
+                    yield b": keep-alive\n\n"
                 if not current.is_terminal:
                     continue
                 ended = True
