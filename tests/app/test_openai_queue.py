@@ -154,6 +154,9 @@ def test_errors_in_openai_shape(service: ServiceProcess) -> None:
         client.chat.completions.create(model="chat", messages=ask("fail"))
     assert failed.value.body["message"] == "ValueError: the model refused"
     assert failed.value.response.headers[JOB_HEADER]
+    with pytest.raises(openai.APIError) as in_stream:  # the job failed after the stream began
+        list(client.chat.completions.create(model="chat", messages=ask("fail"), stream=True))
+    assert "ValueError: the model refused" in str(in_stream.value)
 
 
 def slow_stream(service: ServiceProcess, token: str) -> tuple[openai.Stream, str]:
