@@ -188,6 +188,11 @@ def test_errors_have_openai_shape_and_status(client: openai.OpenAI, base_url: st
         client.chat.completions.create(model="chat", messages=[{"role": "robot", "content": "x"}])
     assert bad.value.body["type"] == "invalid_request_error"
     assert bad.value.body["param"] == "messages.0.role"
+    with pytest.raises(openai.BadRequestError) as empty:
+        client.chat.completions.create(model="chat", messages=[])
+    assert empty.value.body["param"] == "messages"
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="embed", input=[])
     with pytest.raises(openai.InternalServerError) as failed:
         client.chat.completions.create(model="chat", messages=ask("fail"))
     assert failed.value.body["message"] == "ValueError: the model refused"

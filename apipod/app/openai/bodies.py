@@ -15,7 +15,7 @@ from starlette.requests import Request
 from apipod.app.budget import Reservation
 from apipod.app.inputs import _check_declared_length, _limited_receive, _read_body
 from apipod.app.jsonbody import parse_json_inputs
-from apipod.app.openai.kinds import EMBEDDING, IMAGE, TRANSCRIPTION, Binding, Kind
+from apipod.app.openai.kinds import CHAT, EMBEDDING, IMAGE, TRANSCRIPTION, Binding, Kind
 from apipod.endpoint import InputValidationError
 from apipod.errors import UnsupportedContentType
 
@@ -119,7 +119,18 @@ def make_call(binding: Binding, document: dict[str, Any]) -> Call:
         raise InputValidationError(
             [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         ) from None
+    _check_not_empty(binding.kind, request)
     return Call(request, **call_options)
+
+
+def _check_not_empty(kind: Kind, request: BaseModel) -> None:
+    """What OpenAI refuses too: a chat without messages, embeddings of nothing."""
+    if kind is CHAT and not getattr(request, "messages", None):
+        raise _invalid("messages", "messages must hold at least one message")
+    if kind is EMBEDDING:
+        given = getattr(request, "input", None)
+        if given in ("", []) or (isinstance(given, list) and "" in given):
+            raise _invalid("input", "input must not be empty (nor hold an empty string)")
 
 
 def _choice(document: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str | None:

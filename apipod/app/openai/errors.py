@@ -41,6 +41,10 @@ class JobEndedBadly(APIPodError):
     job's error: ``Type: message``)."""
 
 
+class ResultShapeError(APIPodError):
+    """The function returned something its kind of endpoint cannot answer with."""
+
+
 class ModelNotFound(APIPodError):
     """The request's ``model`` names none of the service's endpoints of its kind."""
 
@@ -80,6 +84,9 @@ async def openai_error(app: APIPod, request: Request, exc: Exception) -> Respons
         return _invalid(exc)
     if isinstance(exc, JobEndedBadly):
         return error_response(500, str(exc))
+    if isinstance(exc, ResultShapeError):  # the function's result, not a server fault
+        logger.warning("%s: %s", request.url.path, exc)
+        return error_response(500, client_error_text(exc))
     answer = await app.error_response(request, exc)  # logs what it does not expect
     detail = json.loads(bytes(answer.body)).get("detail") if answer.body else None
     message = detail if isinstance(detail, str) else client_error_text(exc)

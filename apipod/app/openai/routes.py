@@ -76,7 +76,7 @@ class OpenAIRoutes:
             self._handlers[MODELS_PATH] = self._models
             self._app.add_api_route(MODELS_PATH, self._models, methods=["GET"], tags=["openai"])
             self._app.add_api_route(
-                MODELS_PATH + "/{model_id:path}", self._model, methods=["GET"], tags=["openai"]
+                MODELS_PATH + "/{model_id}", self._model, methods=["GET"], tags=["openai"]
             )
 
     def fast_routes(self) -> dict[tuple[str, str], Handler]:
@@ -109,13 +109,12 @@ class OpenAIRoutes:
     async def _models(self, request: Request) -> JSONResponse:
         return JSONResponse({"object": "list", "data": [self._model_card(b) for b in self._all()]})
 
-    async def _model(self, request: Request) -> Response:
-        wanted = request.path_params["model_id"]
+    async def _model(self, request: Request, model_id: str) -> Response:
         for binding in self._all():
-            if wanted in (binding.model_id, binding.spec.name):
+            if model_id in (binding.model_id, binding.spec.name):
                 return JSONResponse(self._model_card(binding))
         known = [b.model_id for b in self._all()]
-        return await openai_error(self._app, request, ModelNotFound(wanted, known))
+        return await openai_error(self._app, request, ModelNotFound(model_id, known))
 
     def _all(self) -> list[Binding]:
         return [b for bindings in self._bindings.values() for b in bindings]

@@ -10,14 +10,10 @@ import base64
 import struct
 from typing import Any
 
-from apipod.errors import APIPodError
+from apipod.app.openai.errors import ResultShapeError
 
 #: Delta keys passed through as they are; "reasoning" is read as "reasoning_content".
 _DELTA_KEYS = ("role", "content", "reasoning_content", "refusal")
-
-
-class ResultShapeError(APIPodError):
-    """The function returned something its kind of endpoint cannot answer with."""
 
 
 class DeltaMerger:
