@@ -45,7 +45,8 @@ async def encoded_values(output: Generator | AsyncGenerator) -> AsyncGenerator[A
     ``yield`` when the consumer stops early (a client that went away)."""
     try:
         async for value in _each(output):
-            yield await run_in_threadpool(encode_result, value)
+            # Text (the common token) is its own encoding: no second thread hop for it.
+            yield value if isinstance(value, str) else await run_in_threadpool(encode_result, value)
     finally:
         # Shielded: on a disconnect this runs in a cancelled task (see stream.py).
         with anyio.CancelScope(shield=True):
