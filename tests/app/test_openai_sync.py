@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import openai
 import pytest
@@ -15,13 +17,22 @@ from apipod import APIPod
 from apipod.common.schemas import ChatCompletionRequest
 from apipod.loader import load_app
 from tests.helpers import SERVICES, http_client, serve_in_thread
+from tests.supervisor.support import wait_until
 
 USER = "user"
 
 
 @pytest.fixture(scope="module")
-def base_url() -> Iterator[str]:
-    with serve_in_thread(load_app(str(SERVICES / "openai_chat.py"))) as url:
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("openai-sync")
+
+
+@pytest.fixture(scope="module")
+def base_url(data_dir: Path) -> Iterator[str]:
+    with pytest.MonkeyPatch.context() as patch:  # the fixture's side log goes there
+        patch.setenv("APIPOD_DATA_DIR", str(data_dir))
+        app = load_app(str(SERVICES / "openai_chat.py"))
+    with serve_in_thread(app) as url:
         yield url
 
 
@@ -242,3 +253,26 @@ def test_cancel_on_disconnect_is_a_setting_on_by_default() -> None:
     assert Config.load(env={}).cancel_on_disconnect is True
     off = Config.load(env={"APIPOD_CANCEL_ON_DISCONNECT": "false"})
     assert off.cancel_on_disconnect is False
+
+
+def test_a_stream_whose_client_leaves_stops_the_generator_at_its_next_yield(
+    client: openai.OpenAI, data_dir: Path
+) -> None:
+    token = uuid.uuid4().hex[:8]
+    stream = client.chat.completions.create(
+        model="chat", messages=ask(f"slow {token}"), stream=True
+    )
+    received = 0
+    for chunk in stream:
+        received += bool(chunk.choices and chunk.choices[0].delta.content)
+        if received == 2:
+            break
+    stream.close()
+
+    def closed() -> list[str]:
+        log = data_dir / "side.log"
+        lines = [line for line in log.read_text().splitlines() if line.startswith(token)]
+        return lines if f"{token} GeneratorExit" in lines else []
+
+    lines = wait_until(closed, 30, "the generator saw GeneratorExit")
+    assert len([line for line in lines if " yield " in line]) <= received + 1, lines
