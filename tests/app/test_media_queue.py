@@ -244,6 +244,10 @@ def test_file_route_ranges(client: httpx.Client, large_video: dict[str, Any]) ->
         assert part.status_code == 206, header
         assert part.headers["content-range"] == f"bytes {start}-{end - 1}/2500000", header
         assert part.content == whole[start:end], header
+    for longer in ("bytes=-2500000", "bytes=-99999999"):  # a suffix past the start
+        everything = client.get(url, headers={"Range": longer})
+        assert everything.status_code == 200 and everything.content == whole, longer
+        assert everything.headers["content-length"] == "2500000", longer
     unsatisfiable = client.get(url, headers={"Range": "bytes=2500000-"})
     assert unsatisfiable.status_code == 416
     assert unsatisfiable.headers["content-range"] == "bytes */2500000"

@@ -169,7 +169,9 @@ def test_model_parameter_fields_are_flattened_into_the_forms(schema: dict[str, A
 
 def test_every_ref_resolves(schema: dict[str, Any], media_schema: dict[str, Any]) -> None:
     for document in (schema, media_schema):
-        for ref in refs(document):
+        found = list(refs(document))
+        assert len(found) >= 5  # both documents have models and media: never vacuous
+        for ref in found:
             assert ref.startswith("#/components/schemas/"), ref
             assert ref.rsplit("/", 1)[1] in document["components"]["schemas"], ref
 
