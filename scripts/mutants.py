@@ -530,6 +530,52 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/app/test_queue_api.py::test_an_endpoints_own_queue_size_bounds_its_queue",),
         "@app.endpoint(queue_size=N) is ignored: only the global queue_size bounds a queue",
     ),
+    # --- issue 23, 9: /docs ----------------------------------------------------------------
+    Mutant(
+        "docs-builtins-first",
+        "apipod/app/pod.py",
+        "            openapi.user_endpoints_first(schema, self.endpoints)\n",
+        "",
+        (
+            "tests/app/test_openapi.py::"
+            "test_docs_list_the_users_endpoints_first_then_the_tagged_built_ins",
+        ),
+        "/docs lists the built-in routes before the user's endpoints",
+    ),
+    Mutant(
+        "docs-files-get-head-one-operation-id",
+        "apipod/app/files.py",
+        'operation_id=f"{method.lower()}_file",',
+        'operation_id="file",',
+        ("tests/app/test_openapi.py::test_queue_mode_operation_ids_are_unique",),
+        "GET and HEAD /files share an operation id (FastAPI warns on every schema build)",
+    ),
+    Mutant(
+        "results-array-hint-every-call",
+        "apipod/media/results.py",
+        "        if endpoint in _hinted:\n            return\n        _hinted.add(endpoint)",
+        "        pass",
+        (
+            "tests/app/test_outputs.py::"
+            "test_an_unannotated_array_result_logs_one_hint_per_endpoint",
+            "tests/app/test_media_queue.py::"
+            "test_an_unannotated_array_is_a_json_list_and_the_log_hints_once",
+        ),
+        "the -> ImageFile hint for an unannotated array result is logged on every call",
+    ),
+    Mutant(
+        "results-array-hint-missing",
+        "apipod/media/results.py",
+        "    if annotation is not Any or endpoint in _hinted:",
+        "    if True:",
+        (
+            "tests/app/test_outputs.py::"
+            "test_an_unannotated_array_result_logs_one_hint_per_endpoint",
+            "tests/app/test_media_queue.py::"
+            "test_an_unannotated_array_is_a_json_list_and_the_log_hints_once",
+        ),
+        "an unannotated numpy array result goes out as a nested list with no hint",
+    ),
 )
 
 
