@@ -311,14 +311,29 @@ def _all(value: Any, predicate: Callable[[Any], bool]) -> bool:
     return predicate(value)
 
 
+_MEDIA_TYPES = {"image": "ImageFile", "audio": "AudioFile", "video": "VideoFile"}
+
+
 def _refuse_uploads(values: Mapping[str, Any]) -> None:
-    errors = [
-        media_error(name, f"field '{name}' takes a value, not a file upload")
-        for name, value in values.items()
-        if is_upload(value) or (isinstance(value, list) and any(map(is_upload, value)))
-    ]
+    errors = []
+    for name, value in values.items():
+        uploads = [v for v in (value if isinstance(value, list) else [value]) if is_upload(v)]
+        if uploads:
+            errors.append(media_error(name, _annotate_hint(name, uploads, isinstance(value, list))))
     if errors:
         raise InputValidationError(errors)
+
+
+def _annotate_hint(name: str, uploads: list[Any], many: bool) -> str:
+    """What to write instead: the media type that fits the upload's content type."""
+    major = (getattr(uploads[0], "content_type", None) or "").partition("/")[0]
+    suggested = _MEDIA_TYPES.get(major, "MediaFile")
+    others = [t for t in (*_MEDIA_TYPES.values(), "MediaFile") if t != suggested]
+    annotation = f"list[{suggested}]" if many else suggested
+    return (
+        f"field '{name}' received a file upload but is not annotated with a media type: "
+        f"annotate it `{name}: {annotation}` (or {'/'.join(others)})"
+    )
 
 
 def coerce_form_value(param: Param, values: list[Any]) -> Any:

@@ -485,6 +485,167 @@ MUTANTS: tuple[Mutant, ...] = (
         (f"{OPENAI_QUEUE}::test_chat_call_is_a_job_that_the_answer_names",),
         "a queued OpenAI call does not name its job (X-APIPod-Job-Id)",
     ),
+    # --- issue 23, 11-12: what an independent mutation audit broke unnoticed -------------
+    Mutant(
+        "stream-replay-cut-at-read-batch",
+        "apipod/app/stream.py",
+        "                if more and job.is_terminal:\n                    continue",
+        "                if False:\n                    continue",
+        (
+            "tests/app/test_stream_queue.py::"
+            "test_a_finished_jobs_stream_replays_every_chunk_past_a_read_batch",
+        ),
+        "a finished job's /stream ends after its first 1,000 chunks (one store read)",
+    ),
+    Mutant(
+        "stream-last-event-id-query-ignored",
+        "apipod/app/stream.py",
+        "after = resume_after(last_event_id if last_event_id is not None else resume)",
+        "after = resume_after(last_event_id)",
+        (
+            "tests/app/test_stream_queue.py::"
+            "test_the_last_event_id_query_parameter_resumes_like_the_header",
+        ),
+        "?last_event_id=n is ignored: the stream replays from chunk 1",
+    ),
+    Mutant(
+        "batch-unstorable-result-raises",
+        "apipod/worker/batch.py",
+        "except Exception as exc:  # an unstorable result fails its job only",
+        "except ZeroDivisionError as exc:",
+        (
+            "tests/worker/test_batch_claims.py::"
+            "test_a_result_that_cannot_be_stored_fails_its_job_alone",
+        ),
+        "one result of a batch that cannot be stored raises out of the batch (worker crash)",
+    ),
+    Mutant(
+        "webhook-retried-forever",
+        "apipod/supervisor/webhooks.py",
+        "    if (now - created).total_seconds() + delay > GIVE_UP_AFTER_S:\n        return None",
+        "    if False:\n        return None",
+        (
+            "tests/supervisor/test_webhook_sender.py::"
+            "test_a_failing_delivery_gives_up_an_hour_after_its_event",
+        ),
+        "a failing webhook is retried forever (the one-hour give-up is gone)",
+    ),
+    Mutant(
+        "webhook-retry-rerenders-the-body",
+        "apipod/supervisor/webhooks.py",
+        "body = delivery.body or self._render(delivery)",
+        "body = self._render(delivery)",
+        (
+            "tests/supervisor/test_webhook_sender.py::"
+            "test_a_retry_resends_the_stored_signed_bytes_after_the_job_expired",
+        ),
+        "a webhook retry re-renders the body: a job expired between tries is never delivered",
+    ),
+    Mutant(
+        "webhook-ssrf-checked-at-submit-only",
+        "apipod/media/fetch.py",
+        "    addresses = _allowed_addresses(parsed, job)\n    request = ",
+        "    addresses = [str(ip) for ip in _resolve(parsed, job)]\n    request = ",
+        (
+            "tests/media/test_fetch.py::test_post_url_checks_the_address_again_at_delivery",
+            "tests/media/test_fetch.py::"
+            "test_post_url_refuses_non_public_addresses_before_connecting",
+            "tests/supervisor/test_webhook_sender.py::test_the_ssrf_guard_runs_again_at_delivery",
+        ),
+        "no SSRF check at webhook delivery: DNS rebinding to 127.0.0.1 after the submit works",
+    ),
+    Mutant(
+        "idempotency-hash-without-file-bytes",
+        "apipod/app/idempotency.py",
+        "digest.update(_file_digest(payload.data))",
+        "pass",
+        ("tests/app/test_idempotency.py::test_a_key_covers_the_file_bytes_in_every_encoding",),
+        "Idempotency-Key: the same key with another file replays the first job, not a 409",
+    ),
+    Mutant(
+        "metrics-durations-swapped-postgresql",
+        "migrations/0006_metrics_idempotency.py",
+        'extract(epoch FROM (NEW.{end}::timestamptz"\n        f" - NEW.{start}::timestamptz))',
+        'extract(epoch FROM (NEW.{start}::timestamptz"\n        f" - NEW.{end}::timestamptz))',
+        (
+            "tests/store/test_contract_operations.py::"
+            "test_job_durations_are_the_real_wait_and_run_times",
+        ),
+        "on PostgreSQL every wait/run histogram value is 0 (start and end swapped)",
+    ),
+    Mutant(
+        "metrics-durations-swapped-sqlite",
+        "migrations/0006_metrics_idempotency.py",
+        "julianday(NEW.{end}) - julianday(NEW.{start})",
+        "julianday(NEW.{start}) - julianday(NEW.{end})",
+        (
+            "tests/store/test_contract_operations.py::"
+            "test_job_durations_are_the_real_wait_and_run_times",
+        ),
+        "on SQLite every wait/run histogram value is 0 (start and end swapped)",
+    ),
+    Mutant(
+        "files-suffix-range-unclamped",
+        "apipod/app/files.py",
+        "count = min(int(last), size)",
+        "count = int(last)",
+        ("tests/app/test_media_queue.py::test_file_route_ranges",),
+        "Range: bytes=-N with N past the file's start is not clamped (0 bytes arrive)",
+    ),
+    Mutant(
+        "queue-size-per-endpoint-ignored",
+        "apipod/app/pod.py",
+        "queue_size=spec.queue_size or self.config.queue_size,",
+        "queue_size=self.config.queue_size,",
+        ("tests/app/test_queue_api.py::test_an_endpoints_own_queue_size_bounds_its_queue",),
+        "@app.endpoint(queue_size=N) is ignored: only the global queue_size bounds a queue",
+    ),
+    # --- issue 23, 9: /docs ----------------------------------------------------------------
+    Mutant(
+        "docs-builtins-first",
+        "apipod/app/pod.py",
+        "            openapi.user_endpoints_first(schema, self.endpoints)\n",
+        "",
+        (
+            "tests/app/test_openapi.py::"
+            "test_docs_list_the_users_endpoints_first_then_the_tagged_built_ins",
+        ),
+        "/docs lists the built-in routes before the user's endpoints",
+    ),
+    Mutant(
+        "docs-files-get-head-one-operation-id",
+        "apipod/app/files.py",
+        'operation_id=f"{method.lower()}_file",',
+        'operation_id="file",',
+        ("tests/app/test_openapi.py::test_queue_mode_operation_ids_are_unique",),
+        "GET and HEAD /files share an operation id (FastAPI warns on every schema build)",
+    ),
+    Mutant(
+        "results-array-hint-every-call",
+        "apipod/media/results.py",
+        "        if endpoint in _hinted:\n            return\n        _hinted.add(endpoint)",
+        "        pass",
+        (
+            "tests/app/test_outputs.py::"
+            "test_an_unannotated_array_result_logs_one_hint_per_endpoint",
+            "tests/app/test_media_queue.py::"
+            "test_an_unannotated_array_is_a_json_list_and_the_log_hints_once",
+        ),
+        "the -> ImageFile hint for an unannotated array result is logged on every call",
+    ),
+    Mutant(
+        "results-array-hint-missing",
+        "apipod/media/results.py",
+        "    if annotation is not Any or endpoint in _hinted:",
+        "    if True:",
+        (
+            "tests/app/test_outputs.py::"
+            "test_an_unannotated_array_result_logs_one_hint_per_endpoint",
+            "tests/app/test_media_queue.py::"
+            "test_an_unannotated_array_is_a_json_list_and_the_log_hints_once",
+        ),
+        "an unannotated numpy array result goes out as a nested list with no hint",
+    ),
 )
 
 

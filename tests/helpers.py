@@ -196,3 +196,20 @@ def wait_for_status(
             return body
         time.sleep(0.02)
     raise TimeoutError(f"job {job_id} still {body.get('status')} after {timeout} s: {body}")
+
+
+@contextlib.contextmanager
+def migrated_store(backend: str, folder: Path) -> Iterator[Any]:
+    """A migrated, empty JobStore: ``sqlite`` (a file in ``folder``) or ``postgresql`` (a
+    throw-away database, see :mod:`tests.store.postgres_db`); closed afterwards."""
+    from apipod.store import open_store
+    from tests.store.postgres_db import fresh_database
+
+    with contextlib.ExitStack() as stack:
+        url = f"sqlite:///{folder / 'apipod.db'}"
+        if backend == "postgresql":
+            url = stack.enter_context(fresh_database("apipod_helper"))
+        store = open_store(url, folder / "data")
+        stack.callback(store.close)
+        store.migrate()
+        yield store

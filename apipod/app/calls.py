@@ -21,7 +21,7 @@ from apipod.endpoint import (
 from apipod.errors import MediaError, StorageFull
 from apipod.logs import job_context
 from apipod.media.convert import MediaBudget, MediaPayload, build_media, read_media
-from apipod.media.results import apply_annotation, encode_result
+from apipod.media.results import apply_annotation, encode_result, hint_unannotated_array
 from apipod.media.urlpolicy import UrlPolicy
 from apipod.payload import close_all, encode_inputs, media_arguments, result_annotation
 from apipod.progress import JobProgress
@@ -120,6 +120,7 @@ def _call_and_encode(spec: EndpointSpec, kwargs: dict[str, Any], image_format: s
 
 def _encode(spec: EndpointSpec, result: Any, image_format: str) -> Any:
     annotation = result_annotation(spec)
+    hint_unannotated_array(spec.path, result, annotation)
     opened: list[IO[bytes]] = []
     try:
         return encode_result(apply_annotation(result, annotation, image_format, opened))

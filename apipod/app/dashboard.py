@@ -25,6 +25,7 @@ from starlette.responses import HTMLResponse, JSONResponse
 
 from apipod.app.health import worker_view
 from apipod.app.jobresult import iso
+from apipod.app.openapi import OPERATIONS_TAG
 from apipod.store.base import JobStore
 from apipod.store.records import Job, JobStatus
 
@@ -49,7 +50,7 @@ def install_dashboard(app: FastAPI, queue: QueueFrontEnd) -> None:
     async def page() -> HTMLResponse:
         return HTMLResponse(_page())
 
-    @app.router.get(f"{PAGE_PATH}/data", tags=["service"], summary="What the dashboard shows")
+    @app.router.get(f"{PAGE_PATH}/data", tags=[OPERATIONS_TAG], summary="What the dashboard shows")
     async def data() -> JSONResponse:
         stale_after = 3 * queue.config.lease_s
         snapshot = await queue.call(dashboard_snapshot, queue.store, stale_after)

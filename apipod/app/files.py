@@ -8,37 +8,36 @@ import hashlib
 import mimetypes
 import re
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, Path, Query
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from apipod.app.openapi import FILES_TAG
 from apipod.app.queue import JOB_ID_PATTERN, QueueFrontEnd, check_job_id
 
 CHUNK_BYTES = 1 << 20
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_BINARY = {"type": "string", "format": "binary"}
+_SUMMARIES = {
+    "GET": "Raw bytes of a stored input or result (Range requests supported)",
+    "HEAD": "Headers of a stored input or result (size, type, ETag)",
+}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {"schema": _BINARY}}},
+    206: {"description": "The requested byte range"},
+    304: {"description": "Not modified (If-None-Match)"},
+    404: {"description": "No such file (unknown job, expired, or no such name)"},
+    416: {"description": "Range not satisfiable"},
+}
 
 
 # --- the route ----------------------------------------------------------------------------------
 def install_file_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
-    """Register ``GET /files/{job_id}/{name}`` on ``app``."""
+    """Register ``GET`` and ``HEAD /files/{job_id}/{name}`` on ``app``."""
 
-    @app.router.api_route(
-        "/files/{job_id}/{name}",
-        methods=["GET", "HEAD"],
-        tags=["jobs"],
-        summary="Raw bytes of a stored input or result (Range requests supported)",
-        response_class=Response,
-        responses={
-            200: {"content": {"application/octet-stream": {"schema": _BINARY}}},
-            206: {"description": "The requested byte range"},
-            304: {"description": "Not modified (If-None-Match)"},
-            404: {"description": "No such file (unknown job, expired, or no such name)"},
-            416: {"description": "Range not satisfiable"},
-        },
-    )
     async def download(
         request: Request,
         job_id: str = Path(pattern=JOB_ID_PATTERN),
@@ -53,8 +52,17 @@ def install_file_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
             return JSONResponse({"detail": f"no file {name!r} for job {job_id}"}, status_code=404)
         return file_response(request, reader, job_id, name)
 
-
-_BINARY = {"type": "string", "format": "binary"}
+    for method in ("GET", "HEAD"):  # one route each: one operation id each
+        app.router.add_api_route(
+            "/files/{job_id}/{name}",
+            download,
+            methods=[method],
+            operation_id=f"{method.lower()}_file",
+            tags=[FILES_TAG],
+            summary=_SUMMARIES[method],
+            response_class=Response,
+            responses=_RESPONSES,
+        )
 
 
 def file_response(request: Request, reader: IO[bytes], job_id: str, name: str) -> Response:

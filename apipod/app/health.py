@@ -15,6 +15,7 @@ from apipod import __version__
 from apipod.app.auth import has_valid_key
 from apipod.app.http_errors import RETRY_AFTER_S
 from apipod.app.jobresult import iso
+from apipod.app.openapi import OPERATIONS_TAG
 from apipod.errors import StoreUnavailable
 from apipod.store.records import WorkerInfo, WorkerState
 
@@ -26,7 +27,7 @@ _PROCESS = psutil.Process()
 
 
 def install_health(app: APIPod) -> None:
-    @app.router.get("/health", tags=["service"], summary="Can the service serve?")
+    @app.router.get("/health", tags=[OPERATIONS_TAG], summary="Can the service serve?")
     async def health(request: Request) -> JSONResponse:
         if not app.config.queue_enabled:
             body = {"status": "ok", "compute": app.config.compute, "version": __version__}

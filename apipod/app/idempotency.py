@@ -15,7 +15,7 @@ import json
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import IO, Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -31,6 +31,7 @@ MAX_KEY_LENGTH = 255
 #: A binding without its job for longer than this was left by a submit that died (a
 #: crash between the two writes); a younger one belongs to a submit still under way.
 IN_FLIGHT_GRACE_S = 120.0
+CHUNK_BYTES = 1 << 20
 
 
 def idempotency_key(request: Request) -> str | None:
@@ -61,8 +62,24 @@ def request_hash(values: dict[str, Any], payloads: dict[str, Any], extra: Any = 
             digest.update(f"\0{name}\0".encode())
             if payload is not None:
                 digest.update(f"{payload.file_name}\0{payload.content_type}\0".encode())
-                digest.update(hashlib.sha256(payload.data).digest())
+                digest.update(_file_digest(payload.data))
     return digest.hexdigest()
+
+
+def _file_digest(data: bytes | IO[bytes]) -> bytes:
+    """SHA-256 of a file input: bytes as they are, a spooled file (an upload, a long
+    base64 string, a fetched URL) read chunk by chunk from its start, its position kept."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return hashlib.sha256(data).digest()
+    position = data.tell()
+    data.seek(0)
+    digest = hashlib.sha256()
+    try:
+        while chunk := data.read(CHUNK_BYTES):
+            digest.update(chunk)
+        return digest.digest()
+    finally:
+        data.seek(position)
 
 
 def submit_idempotent(

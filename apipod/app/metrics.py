@@ -33,6 +33,7 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 from starlette.responses import Response
 
+from apipod.app.openapi import OPERATIONS_TAG
 from apipod.gpu import gpu_memory_used
 from apipod.store.base import JobStore
 from apipod.store.operations import DURATION_BUCKETS
@@ -54,7 +55,7 @@ _HISTOGRAMS = {
 def install_metrics(app: FastAPI, queue: QueueFrontEnd) -> None:
     """Register ``GET /metrics`` (queue mode: the job numbers need the store)."""
 
-    @app.router.get("/metrics", tags=["service"], summary="Prometheus metrics")
+    @app.router.get("/metrics", tags=[OPERATIONS_TAG], summary="Prometheus metrics")
     async def metrics() -> Response:
         body = await queue.call(render_metrics, queue.store)
         return Response(body, media_type=CONTENT_TYPE_LATEST)

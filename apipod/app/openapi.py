@@ -10,11 +10,16 @@ URL or http(s) URL). Endpoints with media list multipart first. Queued endpoints
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from media_toolkit import AudioFile, ImageFile, VideoFile
 
 from apipod.endpoint import EndpointSpec, Param
+
+#: The tags of the built-in routes, in the order /docs lists them, after the user's own.
+JOBS_TAG, FILES_TAG, OPERATIONS_TAG = "jobs", "files", "operations"
+BUILTIN_TAGS = (JOBS_TAG, FILES_TAG, OPERATIONS_TAG)
 
 _MEDIA_STRING = {
     "type": "string",
@@ -76,6 +81,25 @@ JOB_RESULT_SCHEMA = {
     },
     "required": ["job_id", "status"],
 }
+
+
+def user_endpoints_first(schema: dict[str, Any], user_paths: Collection[str]) -> None:
+    """Reorder ``schema["paths"]``: the user's endpoints first, as declared, then the
+    built-in routes by tag (jobs, files, operations). Swagger UI and ReDoc list the tag
+    groups in the order their operations first appear."""
+
+    def rank(item: tuple[str, dict[str, Any]]) -> int:
+        path, operations = item
+        if path in user_paths:
+            return -1
+        tags = {
+            tag for op in operations.values() if isinstance(op, dict) for tag in op.get("tags", ())
+        }
+        return min(
+            (BUILTIN_TAGS.index(t) for t in tags if t in BUILTIN_TAGS), default=len(BUILTIN_TAGS)
+        )
+
+    schema["paths"] = dict(sorted(schema.get("paths", {}).items(), key=rank))
 
 
 def operation_extra(

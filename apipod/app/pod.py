@@ -400,6 +400,7 @@ class APIPod(FastAPI):
             schemas.setdefault("JobResult", openapi.JOB_RESULT_SCHEMA)
             for title, file_model in openapi.FILE_MODEL_SCHEMAS.items():
                 schemas.setdefault(title, file_model)
+            openapi.user_endpoints_first(schema, self.endpoints)
             self.openapi_schema = schema
         return self.openapi_schema
 

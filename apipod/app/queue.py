@@ -24,6 +24,7 @@ from apipod.app import joblist
 from apipod.app.dashboard import install_dashboard
 from apipod.app.jobresult import file_url, inline_mode, job_result
 from apipod.app.metrics import install_metrics
+from apipod.app.openapi import JOBS_TAG, OPERATIONS_TAG
 from apipod.config import Config
 from apipod.endpoint import InputValidationError
 from apipod.errors import JobNotFound, StorageFull
@@ -321,7 +322,7 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
     install_dashboard(app, queue)
     read_status = queue.status_response
 
-    @app.router.get("/status/{job_id}", tags=["jobs"], summary="Status and result of a job")
+    @app.router.get("/status/{job_id}", tags=[JOBS_TAG], summary="Status and result of a job")
     async def get_status(
         request: Request,
         job_id: str = Path(pattern=JOB_ID_PATTERN),
@@ -330,7 +331,7 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
     ) -> Response:
         return await read_status(job_id, wait, request)
 
-    @app.router.post("/status", tags=["jobs"], summary="Status and result of a job")
+    @app.router.post("/status", tags=[JOBS_TAG], summary="Status and result of a job")
     async def post_status(
         request: Request,
         job_id: str = Query(pattern=JOB_ID_PATTERN),
@@ -340,7 +341,7 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
         await request.body()  # so that receive() next reports only the disconnect
         return await read_status(job_id, wait, request)
 
-    @app.router.post("/cancel/{job_id}", tags=["jobs"], summary="Cancel a queued or running job")
+    @app.router.post("/cancel/{job_id}", tags=[JOBS_TAG], summary="Cancel a queued or running job")
     async def cancel(request: Request, job_id: str = Path(pattern=JOB_ID_PATTERN)) -> Response:
         check_job_id(job_id)
         job = await queue.call(queue.store.cancel, job_id)
@@ -353,7 +354,7 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
 
     @app.router.post(
         "/retry/{job_id}",
-        tags=["jobs"],
+        tags=[OPERATIONS_TAG],
         summary="Queue a failed, timed-out or cancelled job again, as a new attempt",
     )
     async def retry(job_id: str = Path(pattern=JOB_ID_PATTERN)) -> JSONResponse:
@@ -366,7 +367,7 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
 
     @app.router.get(
         "/jobs",
-        tags=["jobs"],
+        tags=[OPERATIONS_TAG],
         summary="Job history, newest first (without results: read those from /status/{id})",
     )
     async def list_jobs(

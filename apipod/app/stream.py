@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from apipod.app.openapi import JOBS_TAG
 from apipod.app.queue import JOB_ID_PATTERN, QueueFrontEnd, check_job_id
 from apipod.endpoint import EndpointSpec, InputValidationError
 from apipod.errors import JobNotFound
@@ -285,7 +286,7 @@ def install_stream_route(app: FastAPI, queue: QueueFrontEnd) -> StreamHub:
 
     @app.router.get(
         "/stream/{job_id}",
-        tags=["jobs"],
+        tags=[JOBS_TAG],
         summary="Server-Sent Events: job snapshots (event: job) and streamed output",
         response_class=StreamingResponse,
     )

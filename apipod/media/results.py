@@ -13,8 +13,10 @@ import base64
 import decimal
 import enum
 import io
+import logging
 import mimetypes
 import os
+import threading
 import types
 import typing
 from collections.abc import Callable
@@ -25,6 +27,10 @@ from media_toolkit.core.file_types import mime_to_extension
 from pydantic import BaseModel
 
 from apipod.media.convert import MEDIA_BASE, is_media_type
+
+logger = logging.getLogger(__name__)
+_hinted: set[str] = set()  # endpoints whose unannotated array results were hinted at
+_hinted_lock = threading.Lock()
 
 
 def file_model(media: MediaFile) -> dict[str, str]:
@@ -127,6 +133,28 @@ def as_media(
             opened.append(media.fileobj)
         return named(media)
     return value
+
+
+def hint_unannotated_array(endpoint: str, value: Any, annotation: Any) -> None:
+    """Log once per endpoint (and process) that a numpy array result goes out as a nested
+    JSON list only because the function has no return annotation: most often an image
+    meant as ``-> ImageFile``."""
+    if annotation is not Any or endpoint in _hinted:
+        return
+    first = value[0] if isinstance(value, (list, tuple)) and value else value
+    if not _is_array(first) or len(getattr(first, "shape", ())) < 2:
+        return
+    with _hinted_lock:
+        if endpoint in _hinted:
+            return
+        _hinted.add(endpoint)
+    logger.warning(
+        "endpoint %s returned a numpy array of shape %s without a return annotation: it is"
+        " sent as a nested JSON list. If it is an image, annotate the function `-> ImageFile`"
+        " (`-> list[ImageFile]` for several) to send a PNG",
+        endpoint,
+        tuple(first.shape),
+    )
 
 
 def _is_array(value: Any) -> bool:

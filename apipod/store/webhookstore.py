@@ -54,12 +54,15 @@ _SWEEP_WEBHOOKS = (
 
 def claim_deliveries_sql(lock_suffix: str) -> str:
     """Take up to ``limit`` due deliveries, each the oldest open one of its job.
-    Parameters: the new ``next_attempt_at`` (the claim's lease), now, the limit."""
+    Parameters: now, the limit, the new ``next_attempt_at`` (the claim's lease)."""
+    # ``picked`` is a CTE, run once: as an IN-subquery PostgreSQL may rescan it per
+    # candidate row, and each rescan skips the rows the statement just claimed, so the
+    # limit held per rescan instead of for the statement (see claim_batch_sql).
     return (
-        "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ?"
-        " WHERE seq IN (SELECT d.seq FROM webhook_deliveries d WHERE d.state = 'pending'"
+        "WITH picked AS (SELECT d.seq FROM webhook_deliveries d WHERE d.state = 'pending'"
         f" AND d.next_attempt_at <= ? AND {_EARLIER_OPEN} ORDER BY d.seq LIMIT ?{lock_suffix})"
-        f" AND state = 'pending' RETURNING {_COLS}"
+        " UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ?"
+        f" WHERE seq IN (SELECT seq FROM picked) AND state = 'pending' RETURNING {_COLS}"
     )
 
 
@@ -95,7 +98,7 @@ class WebhookOutboxMixin:
         suffix = self.claim_lock_suffix
         sql = self._cached_sql(("webhook-claim",), lambda: claim_deliveries_sql(suffix))
         now = utcnow()
-        rows = self._write_rows(sql, (ts_in(lease_s, now), format_ts(now), int(limit)))
+        rows = self._write_rows(sql, (format_ts(now), int(limit), ts_in(lease_s, now)))
         return sorted((row_to_delivery(row) for row in rows), key=lambda d: d.seq)
 
     def record_webhook_attempt(

@@ -10,6 +10,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from apipod.endpoint import EndpointSpec, as_generator
 from apipod.errors import JobCancelled, client_error_text
+from apipod.media.results import hint_unannotated_array
 from apipod.payload import (
     close_all,
     decode_arguments,
@@ -92,7 +93,13 @@ class JobRunner:
         if yielded:
             annotation = yielded_annotation(annotation)
         image_format = self._image_format(spec)
-        return lambda value: store_result(value, annotation, self._store, job_id, image_format)
+        endpoint = spec.path if spec is not None else "?"
+
+        def encode(value: Any) -> Any:
+            hint_unannotated_array(endpoint, value, annotation)
+            return store_result(value, annotation, self._store, job_id, image_format)
+
+        return encode
 
     def arguments(self, spec: EndpointSpec, inputs: dict[str, Any]) -> dict[str, Any]:
         """The call arguments of one job: media objects reading their stored files, which

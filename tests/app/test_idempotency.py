@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from apipod.app.jsonbody import LONG_STRING
+from tests.app.support import MediaServer, b64, data_url, media_server, png_bytes
 from tests.helpers import ServiceProcess, http_client, running_service
 
 TTL_S = 2
@@ -21,7 +23,12 @@ TTL_S = 2
 def api_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     tmp = tmp_path_factory.mktemp("idem")
     with running_service(
-        tmp, "queue_ok.py", wait_healthy=False, role="api", job_ttl=TTL_S
+        tmp,
+        "queue_ok.py",
+        wait_healthy=False,
+        role="api",
+        job_ttl=TTL_S,
+        media_url_allowlist="127.0.0.1",
     ) as service:
         service.wait_until("/openapi.json", status=200)
         yield service
@@ -56,6 +63,56 @@ def test_the_same_key_with_another_body_is_a_409(client: httpx.Client) -> None:
     response = post(client, "/echo", "order-2", json={"text": "b"})
     assert response.status_code == 409
     assert "different request" in response.json()["detail"]
+
+
+@pytest.fixture(scope="module")
+def images() -> Iterator[MediaServer]:
+    with media_server({}) as server:
+        yield server
+
+
+def as_json(image: bytes, _: MediaServer) -> dict:
+    return {"json": {"image": b64(image)}}
+
+
+def as_data_url(image: bytes, _: MediaServer) -> dict:
+    return {"json": {"image": data_url(image, "image/png")}}
+
+
+def as_urlencoded(image: bytes, _: MediaServer) -> dict:
+    return {"data": {"image": data_url(image, "image/png")}}
+
+
+def as_upload(image: bytes, _: MediaServer) -> dict:
+    return {"files": {"image": ("in.png", image, "image/png")}}
+
+
+def as_url(image: bytes, server: MediaServer) -> dict:
+    server.files["/in.png"] = (image, "image/png")  # the same URL, whatever it serves now
+    return {"json": {"image": server.url("/in.png")}}
+
+
+ENCODINGS = [as_json, as_data_url, as_urlencoded, as_upload, as_url]
+
+
+@pytest.mark.parametrize("encode", ENCODINGS, ids=lambda f: f.__name__)
+def test_a_key_covers_the_file_bytes_in_every_encoding(
+    client: httpx.Client, images: MediaServer, encode: Callable[[bytes, MediaServer], dict]
+) -> None:
+    """Small files arrive as bytes, long base64, uploads and URLs as spooled files: each
+    is hashed by its bytes (an upload used to be a 500)."""
+    key = f"file-{encode.__name__}"
+    for side in (8, 200):  # 200: noise whose base64 is long enough to be spooled
+        image, other = png_bytes(side, seed=1), png_bytes(side, seed=2)
+        assert side == 8 or len(b64(image)) > LONG_STRING
+        first = post(client, "/invert", f"{key}-{side}", **encode(image, images))
+        assert first.status_code == 200, first.text
+        again = post(client, "/invert", f"{key}-{side}", **encode(image, images))
+        assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+        assert again.json()["job_id"] == first.json()["job_id"]
+        changed = post(client, "/invert", f"{key}-{side}", **encode(other, images))
+        assert changed.status_code == 409, changed.text
+        assert "different request" in changed.json()["detail"]
 
 
 def test_bad_keys_are_422(client: httpx.Client) -> None:

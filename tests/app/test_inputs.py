@@ -153,6 +153,26 @@ def test_bad_scalar_is_a_422_naming_the_field(basic: httpx.Client) -> None:
     assert error["input"] == "many"
 
 
+def test_an_upload_to_an_unannotated_parameter_says_which_media_type_to_use(
+    basic: httpx.Client,
+) -> None:
+    image = basic.post("/scalars", files={"name": ("cat.png", png_bytes(), "image/png")})
+    assert image.status_code == 422 and image.headers["content-type"] == "application/json"
+    (error,) = image.json()["detail"]
+    assert error["loc"] == ["body", "name"]
+    assert error["msg"] == (
+        "field 'name' received a file upload but is not annotated with a media type:"
+        " annotate it `name: ImageFile` (or AudioFile/VideoFile/MediaFile)"
+    )
+    files = [("tags", ("a.wav", wav_bytes(), "audio/wav")), ("tags", ("b.wav", b"x", "audio/wav"))]
+    (listed,) = basic.post("/lists", files=files).json()["detail"]
+    assert "annotate it `tags: list[AudioFile]` (or ImageFile/VideoFile/MediaFile)" in listed["msg"]
+    other = basic.post("/scalars", files={"name": ("a.bin", b"\0", "application/octet-stream")})
+    assert (
+        "`name: MediaFile` (or ImageFile/AudioFile/VideoFile)" in other.json()["detail"][0]["msg"]
+    )
+
+
 # --- pydantic models, lists, Optional ------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from PIL import Image
 
 from tests.helpers import ServiceProcess, http_client, running_service
 from tests.store.postgres_db import fresh_database
+from tests.supervisor.support import full_log, wait_until
 
 WAIT = {"wait": 30}
 
@@ -99,6 +100,18 @@ def test_a_numpy_array_under_image_file_becomes_a_png(client: httpx.Client) -> N
     assert (result["file_name"], result["content_type"]) == ("image.png", "image/png")
     pixels = ImageFile().from_bytes(base64.b64decode(result["content"])).to_np_array()
     assert pixels.shape == (5, 5, 3) and int(pixels.max()) == 7
+
+
+def test_an_unannotated_array_is_a_json_list_and_the_log_hints_once(
+    client: httpx.Client, media_service: ServiceProcess
+) -> None:
+    for _ in range(3):
+        result = finished(client.post("/raw-array", params=WAIT))["result"]
+        assert result == [[[7, 7, 7]] * 2] * 2
+    hint = "endpoint /raw-array returned a numpy array of shape (2, 2, 3) without a return"
+    wait_until(lambda: hint in full_log(media_service), 10, "the hint in the log")
+    log = full_log(media_service)
+    assert log.count(hint) == 1 and "annotate the function `-> ImageFile`" in log
 
 
 def test_a_pil_image_becomes_a_png_and_the_decorator_can_ask_for_jpeg(
@@ -244,6 +257,10 @@ def test_file_route_ranges(client: httpx.Client, large_video: dict[str, Any]) ->
         assert part.status_code == 206, header
         assert part.headers["content-range"] == f"bytes {start}-{end - 1}/2500000", header
         assert part.content == whole[start:end], header
+    for longer in ("bytes=-2500000", "bytes=-99999999"):  # a suffix past the start
+        everything = client.get(url, headers={"Range": longer})
+        assert everything.status_code == 200 and everything.content == whole, longer
+        assert everything.headers["content-length"] == "2500000", longer
     unsatisfiable = client.get(url, headers={"Range": "bytes=2500000-"})
     assert unsatisfiable.status_code == 416
     assert unsatisfiable.headers["content-range"] == "bytes */2500000"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,10 @@ import httpx
 import pytest
 
 import apipod
+from apipod.app.openapi import BUILTIN_TAGS
+from apipod.loader import load_app
 from tests.app.support import served
+from tests.helpers import SERVICES
 
 BODY_TYPES = ["application/json", "application/x-www-form-urlencoded", "multipart/form-data"]
 BINARY = {"type": "string", "format": "binary"}
@@ -36,6 +40,16 @@ def media_schema() -> dict[str, Any]:
 def routes_schema() -> dict[str, Any]:
     with served("sync_routes") as client:
         return client.get("/openapi.json").json()
+
+
+@pytest.fixture(scope="module")
+def queue_schema() -> dict[str, Any]:
+    """A queue-mode service's schema, built as /openapi.json builds it, with every
+    warning an error (FastAPI warns of duplicate operation ids)."""
+    app = load_app(str(SERVICES / "queue_ok.py"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return app.openapi()
 
 
 MEDIA_PATHS = ("/image", "/images", "/file")
@@ -169,7 +183,9 @@ def test_model_parameter_fields_are_flattened_into_the_forms(schema: dict[str, A
 
 def test_every_ref_resolves(schema: dict[str, Any], media_schema: dict[str, Any]) -> None:
     for document in (schema, media_schema):
-        for ref in refs(document):
+        found = list(refs(document))
+        assert len(found) >= 5  # both documents have models and media: never vacuous
+        for ref in found:
             assert ref.startswith("#/components/schemas/"), ref
             assert ref.rsplit("/", 1)[1] in document["components"]["schemas"], ref
 
@@ -224,6 +240,38 @@ def test_operation_ids_are_unique(routes_schema: dict[str, Any]) -> None:
     ids = [op_id for _, _, op_id in operations]
     duplicates = [(p, m, i) for p, m, i in operations if ids.count(i) > 1]
     assert duplicates == []
+
+
+def operation_ids(schema: dict[str, Any]) -> list[str]:
+    return [op["operationId"] for item in schema["paths"].values() for op in item.values()]
+
+
+def test_queue_mode_operation_ids_are_unique(queue_schema: dict[str, Any]) -> None:
+    ids = operation_ids(queue_schema)
+    assert len(ids) == len(set(ids)), ids
+    files = queue_schema["paths"]["/files/{job_id}/{name}"]
+    assert sorted(files) == ["get", "head"]  # both documented, each with its own id
+
+
+def test_docs_list_the_users_endpoints_first_then_the_tagged_built_ins(
+    queue_schema: dict[str, Any], schema: dict[str, Any]
+) -> None:
+    """Swagger UI and ReDoc show tag groups in the order operations first appear."""
+    for document, first in ((queue_schema, "/noop"), (schema, "/scalars")):
+        paths = list(document["paths"])
+        tags = [op.get("tags", []) for p in paths for op in document["paths"][p].values()]
+        builtin = [i for i, t in enumerate(tags) if set(t) & set(BUILTIN_TAGS)]
+        assert paths[0] == first and builtin, paths
+        assert builtin == list(range(builtin[0], len(tags))), paths  # all of them last
+        assert all(len(t) == 1 and t[0] in BUILTIN_TAGS for t in tags[builtin[0] :]), tags
+    seen = [
+        t[0] for p in queue_schema["paths"].values() for op in p.values() if (t := op.get("tags"))
+    ]
+    assert list(dict.fromkeys(seen)) == list(BUILTIN_TAGS)
+    by_path = {p: item[next(iter(item))].get("tags") for p, item in queue_schema["paths"].items()}
+    assert by_path["/status/{job_id}"] == by_path["/stream/{job_id}"] == ["jobs"]
+    assert by_path["/files/{job_id}/{name}"] == ["files"]
+    assert by_path["/health"] == by_path["/metrics"] == by_path["/jobs"] == ["operations"]
 
 
 def test_docs_serve_swagger_ui(basic: httpx.Client) -> None:

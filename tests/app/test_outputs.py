@@ -4,6 +4,7 @@ recursively; ``job_progress`` is injected and never asked of the client."""
 from __future__ import annotations
 
 import base64
+import logging
 from typing import Any
 
 import httpx
@@ -161,3 +162,27 @@ def test_sync_results_follow_the_return_annotation() -> None:
     assert (as_png["file_name"], as_png["content_type"]) == ("image.png", "image/png")
     assert base64.b64decode(as_png["content"])[:4] == b"\x89PNG"
     assert (as_jpeg["file_name"], as_jpeg["content_type"]) == ("image.jpg", "image/jpeg")
+
+
+def test_an_unannotated_array_result_logs_one_hint_per_endpoint(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without ``-> ImageFile`` an image array goes out as a nested list of pixels: the
+    log says so once per endpoint, not once per call."""
+    app = APIPod(title="unannotated")
+
+    @app.endpoint("/pixels-unannotated")
+    def pixels():  # type: ignore[no-untyped-def]
+        return np.zeros((2, 2, 3), dtype=np.uint8)
+
+    @app.endpoint("/vector-unannotated")
+    def vector():  # type: ignore[no-untyped-def]
+        return np.arange(3)  # one dimension: not an image, no hint
+
+    with caplog.at_level(logging.WARNING), serve_in_thread(app) as url:
+        for _ in range(3):
+            assert httpx.post(url + "/pixels-unannotated").json() == [[[0, 0, 0]] * 2] * 2
+        assert httpx.post(url + "/vector-unannotated").json() == [0, 1, 2]
+    hints = [r.getMessage() for r in caplog.records if "-> ImageFile" in r.getMessage()]
+    assert len(hints) == 1, hints
+    assert hints[0].startswith("endpoint /pixels-unannotated returned a numpy array of shape")

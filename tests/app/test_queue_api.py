@@ -180,6 +180,17 @@ def test_synchronous_endpoint_in_queue_mode(client: httpx.Client, api_only: Serv
     assert body["loaded_in_pid"] is None  # on_worker_start never runs in the API process
 
 
+def test_an_endpoints_own_queue_size_bounds_its_queue(client: httpx.Client) -> None:
+    accepted = [client.post("/bounded") for _ in range(3)]
+    assert [r.status_code for r in accepted] == [200, 200, 200]
+    full = client.post("/bounded")
+    assert full.status_code == 429 and full.headers["Retry-After"].isdigit()
+    assert full.json()["detail"] == "queue for /bounded is full (3 jobs waiting)"
+    assert client.post("/noop").status_code == 200  # the others keep the global 500
+    client.post(f"/cancel/{accepted[0].json()['job_id']}")
+    assert client.post("/bounded").status_code == 200  # room again
+
+
 @pytest.mark.slow
 def test_back_pressure_429_under_concurrent_submits(tmp_path: Path) -> None:
     with running_service(

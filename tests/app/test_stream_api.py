@@ -33,8 +33,10 @@ def client(api_only: ServiceProcess) -> Iterator[httpx.Client]:
 
 def test_the_stream_needs_the_api_key_like_every_route(client: httpx.Client) -> None:
     job_id = submit(client, "/plain")
-    refused = httpx.get(f"{client.base_url}/stream/{job_id}", timeout=10)
-    assert refused.status_code == 401 and "API key" in refused.json()["detail"]
+    # Streamed: an open stream (the job stays queued) fails here at once, not by a timeout.
+    with httpx.stream("GET", f"{client.base_url}/stream/{job_id}", timeout=30) as refused:
+        assert refused.status_code == 401
+        assert "API key" in json.loads(refused.read())["detail"]
     with client.stream("GET", f"/stream/{job_id}") as response:
         assert response.status_code == 200
         first = next(response.iter_lines())

@@ -49,12 +49,17 @@ def client(service: ServiceProcess) -> Iterator[httpx.Client]:
 
 
 def read_stream(
-    client: httpx.Client, job_id: str, last_event_id: str | None = None, stop_after: int = 0
+    client: httpx.Client,
+    job_id: str,
+    last_event_id: str | None = None,
+    stop_after: int = 0,
+    params: dict[str, str] | None = None,
 ) -> list[ServerSentEvent]:
     """Every record until the server ends the response (or ``stop_after`` outputs)."""
     headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
     events: list[ServerSentEvent] = []
-    with connect_sse(client, "GET", f"/stream/{job_id}", headers=headers) as source:
+    url = f"/stream/{job_id}"
+    with connect_sse(client, "GET", url, headers=headers, params=params) as source:
         assert source.response.status_code == 200, source.response.read()
         for sse in source.iter_sse():
             events.append(sse)
@@ -103,6 +108,30 @@ def test_last_event_id_resumes_without_loss_or_duplicates(client: httpx.Client) 
     ]
     assert outputs(read_stream(client, job_id, "30")) == []
     assert outputs(read_stream(client, job_id))[:1] == [(1, "tok0 ")]
+
+
+def test_the_last_event_id_query_parameter_resumes_like_the_header(client: httpx.Client) -> None:
+    """For clients that cannot set headers (EventSource in a browser)."""
+    job_id = submit(client, "/atokens", {"count": 6})
+    wait_terminal(client, job_id)
+    resumed = outputs(read_stream(client, job_id, params={"last_event_id": "4"}))
+    assert resumed == [(5, {"i": 4, "square": 16}), (6, {"i": 5, "square": 25})]
+    assert outputs(read_stream(client, job_id, params={"last_event_id": "6"})) == []
+
+
+def test_a_finished_jobs_stream_replays_every_chunk_past_a_read_batch(
+    client: httpx.Client,
+) -> None:
+    """The replay reads the store in batches (READ_BATCH, 1,000): every one of them goes
+    out before the terminal snapshot."""
+    count = 2500
+    job_id = submit(client, "/atokens", {"count": count})
+    wait_terminal(client, job_id, timeout=120)
+    events = read_stream(client, job_id)
+    assert [n for n, _ in outputs(events)] == list(range(1, count + 1))
+    assert events[-1].event == "job" and snapshots(events)[-1]["status"] == "finished"
+    tail = outputs(read_stream(client, job_id, params={"last_event_id": "999"}))
+    assert [n for n, _ in tail] == list(range(1000, count + 1))
 
 
 def test_async_generators_and_json_chunks_aggregate_to_a_list(client: httpx.Client) -> None:

@@ -16,8 +16,9 @@ import pytest
 
 from apipod.errors import MediaError
 from apipod.media import fetch
-from apipod.media.fetch import fetch_url
+from apipod.media.fetch import check_url, fetch_url, post_url
 from apipod.media.urlpolicy import UrlPolicy
+from tests.webhook_receiver import receiver
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 LOCAL = UrlPolicy(allowlist=("127.0.0.1/32",), timeout_s=5.0)
@@ -481,3 +482,44 @@ def _make_certificates(name: str) -> tuple[bytes, bytes, bytes]:
         pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     return ca.public_bytes(pem), leaf.public_bytes(pem), key_pem
+
+
+# --- post_url (webhook delivery) ------------------------------------------------------
+
+
+def test_post_url_sends_the_body_to_an_allowed_host_and_returns_the_status() -> None:
+    with receiver([202, 302]) as hook:
+        headers = {"Content-Type": "application/json", "X-Test": "1"}
+        assert post_url(hook.url, LOCAL, b'{"a":1}', headers) == 202
+        assert post_url(hook.url, LOCAL, b"{}", headers) == 302  # never followed
+    first, second = hook.received
+    assert first.body == b'{"a":1}' and first.headers["x-test"] == "1"
+    assert first.headers["host"] == f"127.0.0.1:{hook.server_address[1]}"
+    assert second.body == b"{}"
+
+
+def test_post_url_refuses_non_public_addresses_before_connecting() -> None:
+    with receiver() as hook, pytest.raises(MediaError, match="non-public address"):
+        post_url(hook.url, UrlPolicy(timeout_s=5), b"{}", {})
+    assert hook.received == []
+
+
+def test_post_url_checks_the_address_again_at_delivery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: a webhook host public when the submit checked it, 127.0.0.1 when the
+    supervisor delivers."""
+    real_getaddrinfo = socket.getaddrinfo
+    answers = iter(["93.184.216.34"])
+
+    def rebinding(host: str, *args: object, **kwargs: object) -> object:
+        if host == "hooks.rebind.test":
+            host = next(answers, "127.0.0.1")
+        return real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    public_only = UrlPolicy(timeout_s=5, label="webhook URL")
+    with receiver() as hook:
+        url = f"http://hooks.rebind.test:{hook.server_address[1]}/hook"
+        check_url(url, public_only)  # at submit: a public address
+        with pytest.raises(MediaError, match="webhook URL: host 'hooks.rebind.test' resolves"):
+            post_url(url, public_only, b"{}", {})
+    assert hook.received == []

@@ -38,6 +38,11 @@ def array_image(size: int = 8) -> ImageFile:
     return np.full((size, size, 3), 7, dtype=np.uint8)
 
 
+@app.endpoint("/raw-array")
+def raw_array():  # no return annotation: a nested JSON list (and a hint in the log)
+    return np.full((2, 2, 3), 7, dtype=np.uint8)
+
+
 @app.endpoint("/pil-image")
 def pil_image() -> ImageFile:
     return Image.new("RGB", (6, 4), (10, 20, 30))

@@ -63,6 +63,12 @@ def invert(image: ImageFile, job_progress: JobProgress) -> ImageFile:
     return ImageFile(file_name="inverted.png").from_np_array(255 - pixels, img_type="png")
 
 
+@app.endpoint("/bounded", queue_size=3)
+def bounded() -> dict:
+    """Its own queue bound, far below the global ``queue_size`` (500)."""
+    return {"ok": True}
+
+
 @app.endpoint("/where", use_queue=False)
 def where() -> dict:
     return {"pid": os.getpid(), "loaded_in_pid": state["loaded_in_pid"]}

@@ -1,6 +1,8 @@
 """Throw-away PostgreSQL databases for tests, on the server of ``APIPOD_TEST_POSTGRES_URL``
 (default ``postgresql://postgres@127.0.0.1:5432/test``). Where no server answers within
-2 s, the tests that need one skip with the reason."""
+2 s, the tests that need one skip with the reason; under CI (``CI=true``, as CI runners
+set it), where a server is provided, they fail instead: a quiet skip there would pass a
+run that tested only half of the stores."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import contextlib
 import os
 import secrets
 from collections.abc import Iterator
+from typing import NoReturn
 
 import pytest
 
@@ -20,12 +23,24 @@ ADMIN_URL = os.environ.get("APIPOD_TEST_POSTGRES_URL", "postgresql://postgres@12
 _unreachable: list[str] = []
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1")
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip the test, or fail it under CI (where PostgreSQL must be there)."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: PostgreSQL tests must run, not skip)", pytrace=False)
+    pytest.skip(reason)
+
+
 def admin_connection() -> psycopg.Connection:
-    """An autocommit connection to the admin database; skips the test when none answers."""
+    """An autocommit connection to the admin database; skips the test when none answers
+    (fails it under CI)."""
     if psycopg is None:
-        pytest.skip("PostgreSQL tests need psycopg 3 (pip install -e '.[test]')")
+        skip_or_fail("PostgreSQL tests need psycopg 3 (pip install -e '.[test]')")
     if _unreachable:
-        pytest.skip(_unreachable[0])
+        skip_or_fail(_unreachable[0])
     try:
         return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=2)
     except psycopg.Error as exc:
@@ -34,7 +49,7 @@ def admin_connection() -> psycopg.Connection:
             f"no PostgreSQL at {ADMIN_URL} ({reason}); set APIPOD_TEST_POSTGRES_URL to a"
             " server where this user may create databases to run these tests"
         )
-        pytest.skip(_unreachable[0])
+        skip_or_fail(_unreachable[0])
 
 
 def url_of(dbname: str) -> str:

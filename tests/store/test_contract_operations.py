@@ -131,6 +131,31 @@ def test_job_metrics_count_every_job_once_and_outlive_the_jobs(store: JobStore) 
     assert store.job_metrics().counts[("/a", "submitted")] == 3
 
 
+def test_job_durations_are_the_real_wait_and_run_times(store: JobStore) -> None:
+    """Each histogram value is the time between the job's stored timestamps, in seconds
+    (the contract test above only bounds them)."""
+    job = submit(store, "/timed")
+    time.sleep(0.15)  # a measurable wait, then a measurable run
+    assert claimed(store).id == job.id
+    time.sleep(0.15)
+    assert store.finish(job.id, "w1", {"ok": True})
+    ended = store.get(job.id)
+    assert ended.queued_at and ended.started_at and ended.finished_at
+    expected = {
+        "wait": (ended.started_at - ended.queued_at).total_seconds(),
+        "run": (ended.finished_at - ended.started_at).total_seconds(),
+    }
+    rows = [row for row in store.job_metrics().durations if row[1] == "/timed"]
+    observed = {metric: (count, total) for metric, _, _, count, total in rows}
+    assert set(observed) == {"wait", "run"}
+    for metric, seconds in expected.items():
+        count, total = observed[metric]
+        assert seconds >= 0.1 and count == 1, (metric, seconds)
+        assert total == pytest.approx(seconds, abs=0.002), metric
+        (le,) = [row[2] for row in rows if row[0] == metric]
+        assert le == next(f"{b:g}" for b in DURATION_BUCKETS if b >= seconds), metric
+
+
 def test_the_migration_sorts_by_the_readers_buckets() -> None:
     from apipod.store.migrate import discover
 

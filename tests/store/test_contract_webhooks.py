@@ -110,3 +110,14 @@ def test_sweep_forgets_deliveries_and_subscriptions_of_gone_jobs(store: JobStore
     store.add_webhook(job.id, "http://hooks.example/", ["completed"])  # the id is free again
     store.remove_webhook(job.id)
     store.remove_webhook(job.id)
+
+
+def test_a_claim_takes_at_most_its_limit(store: JobStore) -> None:
+    """On PostgreSQL an IN-subquery with LIMIT ... SKIP LOCKED was rescanned per row, and
+    one claim of 1 took every due delivery."""
+    jobs = [submit(store) for _ in range(3)]
+    for job in jobs:
+        store.add_webhook(job.id, "http://hooks.example/", ["completed"])
+        store.cancel(job.id)
+    taken = [store.claim_webhook_deliveries(1, lease_s=60) for _ in range(4)]
+    assert [[d.job_id for d in claim] for claim in taken] == [[j.id] for j in jobs] + [[]]

@@ -450,3 +450,14 @@ def test_files_written_before_chunks_still_read(pg: PostgresStore, pg_url: str) 
         reader.seek(0)
         assert reader.read() == data
     assert [(f.name, f.size) for f in pg.list_files("old")] == [("a.bin", len(data))]
+
+
+def test_a_missing_server_skips_locally_but_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.store import postgres_db
+
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no PostgreSQL"):
+        postgres_db.skip_or_fail("no PostgreSQL at x")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true: PostgreSQL tests must run"):
+        postgres_db.skip_or_fail("no PostgreSQL at x")

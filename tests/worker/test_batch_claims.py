@@ -14,6 +14,7 @@ from apipod import APIPod
 from apipod.store import JobStore, open_store
 from apipod.worker.batch import PROBE_EVERY, Batcher
 from apipod.worker.runner import JobRunner
+from tests.helpers import migrated_store
 
 
 @pytest.fixture
@@ -24,6 +25,12 @@ def store(tmp_path: Path) -> Iterator[JobStore]:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    with migrated_store(request.param, tmp_path) as opened:
+        yield opened
 
 
 def batcher_for(store: JobStore, wait_ms: float) -> Batcher:
@@ -44,6 +51,10 @@ def batcher_for(store: JobStore, wait_ms: float) -> Batcher:
     @app.endpoint("/short", batch_size=4)
     def short(x: list[int]) -> list:
         return x[:-1]  # one result too few
+
+    @app.endpoint("/odd", batch_size=4)
+    def odd(x: list[int]) -> list:
+        return [object() if item == 2 else item for item in x]  # 2's cannot be stored
 
     runner = JobRunner(app, store, "w1", 30)
     return Batcher(app, store, runner, "w1", 30, threading.Event())
@@ -137,6 +148,22 @@ def test_a_result_list_of_the_wrong_length_fails_every_job(store: JobStore) -> N
         job = store.get(job_id)
         assert job.status == "failed" and job.attempts == 1
         assert job.error.startswith("BatchResultError: batched endpoint short returned 2 results")
+
+
+def test_a_result_that_cannot_be_stored_fails_its_job_alone(any_store: JobStore) -> None:
+    """Never raised out of the batch: that would crash the worker, run the good jobs
+    again and fail the bad one as "worker crashed" instead of with its own error."""
+    store = any_store
+    batcher = batcher_for(store, wait_ms=0)
+    ids = [enqueue(store, "/odd", x) for x in (1, 2, 3)]
+    jobs = batcher.claim()
+    assert [job.id for job in jobs] == ids
+    batcher.run(jobs)
+    first, bad, last = (store.get(job_id) for job_id in ids)
+    assert (first.status, first.result, last.status, last.result) == ("finished", 1, "finished", 3)
+    assert bad.status == "failed" and bad.attempts == 1
+    assert bad.error == "TypeError: cannot serialise a result of type object"
+    assert (first.attempts, last.attempts) == (1, 1)
 
 
 def test_an_async_batched_function_runs_on_the_workers_event_loop(store: JobStore) -> None:
