@@ -415,6 +415,47 @@ MUTANTS: tuple[Mutant, ...] = (
         "an HTTPS media URL is checked against the dialled address, not its host name"
         " (issue 16, 5: this test was skipped without cryptography)",
     ),
+    # --- issue 20: the real-model examples ---------------------------------------------------
+    Mutant(
+        "ocr-annotated-image-without-boxes",
+        "examples/ocr/service.py",
+        "cv2.polylines(annotated, [corners.reshape(-1, 1, 2)], True, (0, 0, 255), 2)",
+        "pass",
+        ("tests/examples/test_ocr.py::test_reads_the_rendered_line_exactly_in_every_encoding",),
+        "the annotated image comes back without the boxes drawn (issue 20)",
+    ),
+    Mutant(
+        "ocr-batch-crops-not-split-per-job",
+        "examples/ocr/service.py",
+        "mine, texts = texts[: len(f.crops)], texts[len(f.crops) :]",
+        "mine = texts[: len(f.crops)]",
+        ("tests/examples/test_ocr.py::test_read_batch_recognises_queued_jobs_in_one_call",),
+        "every job of a /read-batch call gets the first image's text (issue 20)",
+    ),
+    Mutant(
+        "ocr-huge-image-decoded",
+        "examples/ocr/service.py",
+        "if max(width, height) > MAX_SIDE_PX:",
+        "if False:",
+        ("tests/examples/test_ocr.py::test_a_bad_image_fails_clearly_and_the_worker_lives_on",),
+        "a 20,000 px wide image is decoded and read instead of refused (issue 20)",
+    ),
+    Mutant(
+        "ocr-threads-ignore-worker-count",
+        "examples/ocr/service.py",
+        "return max(1, cores // max(1, workers))",
+        "return max(1, cores)",
+        ("tests/examples/test_ocr_stages.py::test_each_worker_takes_its_share_of_the_cores",),
+        "every OCR worker runs one native thread per core, oversubscribing the box (issue 20)",
+    ),
+    Mutant(
+        "ocr-stage-not-reported",
+        "examples/ocr/service.py",
+        'job_progress.set_status(0.2, "detect")\n    found = detect(pixels)',
+        "found = detect(pixels)",
+        ("tests/examples/test_ocr_stages.py::test_read_reports_decode_detect_recognise_in_order",),
+        "/read does not report its detect stage (issue 20)",
+    ),
 )
 
 
