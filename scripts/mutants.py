@@ -456,6 +456,30 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/examples/test_ocr_stages.py::test_read_reports_decode_detect_recognise_in_order",),
         "/read does not report its detect stage (issue 20)",
     ),
+    Mutant(
+        "faceswap-target-returned-unchanged",
+        "examples/faceswap/service.py",
+        "swapped = paste_face(source_px, face, target_px, spot)",
+        "swapped = target_px",
+        ("tests/examples/test_faceswap.py::test_the_source_face_is_blended_onto_the_target_face",),
+        "/swap-face answers the target without the source's face (issue 20)",
+    ),
+    Mutant(
+        "faceswap-no-face-not-checked",
+        "examples/faceswap/service.py",
+        "    if not faces:\n        raise HTTPError(422, f\"no face found in {name}\")\n",
+        "",
+        ("tests/examples/test_faceswap_detector.py::test_no_face_is_a_422",),
+        "an image without a face fails with an IndexError instead of a clear 422 (issue 20)",
+    ),
+    Mutant(
+        "haar-no-variance-normalisation",
+        "examples/faceswap/haar.py",
+        "return 1.0 / np.where(norm > 0, np.sqrt(np.maximum(norm, 0)), 1.0)",
+        "return np.ones_like(norm)",
+        ("tests/examples/test_faceswap_detector.py::test_a_drawn_face_is_found_where_it_is",),
+        "Haar feature values are not normalised by the window's contrast (issue 20)",
+    ),
 )
 
 
