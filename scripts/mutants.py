@@ -480,6 +480,14 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/examples/test_faceswap_detector.py::test_a_drawn_face_is_found_where_it_is",),
         "Haar feature values are not normalised by the window's contrast (issue 20)",
     ),
+    Mutant(
+        "gpu-check-skips-the-gpu-test",
+        "scripts/gpu_check.py",
+        "    if not gpus:\n        raise NotCheckable(",
+        "    if False:\n        raise NotCheckable(",
+        ("tests/test_gpu_check.py::test_without_a_gpu_the_check_fails_with_the_reason",),
+        "gpu_check goes on without a GPU instead of saying there is none (issue 20)",
+    ),
 )
 
 
