@@ -100,7 +100,9 @@ def measure_direct(
         def call(data: bytes) -> bool:
             return pool.apply(_direct_read, (data,)) > 0
 
-        return closed_loop_threads(images, clients, call), [0.0, 0.0]
+        with serving_cost([], [p.pid for p in pool._pool]) as cost:  # type: ignore[attr-defined]
+            result = closed_loop_threads(images, clients, call)
+        return result, cost
 
 
 def closed_loop_threads(
@@ -176,6 +178,15 @@ def serving_pids(root: int, workers: set[int]) -> list[int]:
     return pids
 
 
+def inference_pids(root: int) -> list[int]:
+    """LitServe's inference workers: the processes it started with multiprocessing spawn."""
+    return [
+        p.pid
+        for p in psutil.Process(root).children(recursive=True)
+        if "spawn_main" in " ".join(p.cmdline())
+    ]
+
+
 def _cpu_s(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
@@ -194,10 +205,10 @@ def _rss(pids: list[int]) -> int:
 
 
 @contextlib.contextmanager
-def serving_cost(pids: list[int]) -> Iterator[list[float]]:
-    """``[largest RSS, CPU seconds]`` of ``pids`` together while the block runs (RSS
-    sampled every 20 ms)."""
-    cost = [0.0, _cpu_s(pids)]
+def serving_cost(pids: list[int], workers: list[int]) -> Iterator[list[float]]:
+    """``[largest RSS, CPU seconds]`` of the serving ``pids`` together while the block
+    runs (RSS sampled every 20 ms), then the CPU seconds of the model ``workers``."""
+    cost = [0.0, _cpu_s(pids), _cpu_s(workers)]
     done = threading.Event()
 
     def sample() -> None:
@@ -213,6 +224,7 @@ def serving_cost(pids: list[int]) -> Iterator[list[float]]:
         done.set()
         sampler.join()
         cost[1] = _cpu_s(pids) - cost[1]
+        cost[2] = _cpu_s(workers) - cost[2]
 
 
 def measure_apipod(
@@ -235,7 +247,8 @@ def measure_apipod(
             worker_pids = _apipod_worker_pids(url, workers)
             path = "/read?wait=60"
             asyncio.run(closed_loop_http(port, path, images[: workers * 2], clients))
-            with serving_cost(serving_pids(process.pid, worker_pids)) as cost:
+            serving = serving_pids(process.pid, worker_pids)
+            with serving_cost(serving, sorted(worker_pids)) as cost:
                 result = asyncio.run(closed_loop_http(port, path, images, clients))
             return result, cost
 
@@ -261,7 +274,8 @@ def measure_litserve(
     with started(command, env, HERE) as process:
         wait_ready(f"http://127.0.0.1:{port}", "/health", timeout=120)
         asyncio.run(closed_loop_http(port, "/predict", images[: workers * 2], clients))
-        with serving_cost(serving_pids(process.pid, set())) as cost:
+        serving = serving_pids(process.pid, set())
+        with serving_cost(serving, inference_pids(process.pid)) as cost:
             result = asyncio.run(closed_loop_http(port, "/predict", images, clients))
         return result, cost
 
@@ -284,6 +298,9 @@ def summarise(runs: list[tuple[RunResult, list[float]]]) -> dict:
         "p99_ms": round(merged.percentile(0.99) * 1000, 1),
         "errors": sum(run.errors for run, _ in runs),
         "serving_rss_mb": round(max(m[0] for _, m in runs) / 2**20, 1) if runs[0][1][0] else None,
+        "worker_cpu_ms_per_image": round(
+            1000 * sum(m[2] for _, m in runs) / max(1, sum(r.completed for r, _ in runs)), 1
+        ),
         "serving_cpu_ms_per_image": round(
             1000 * sum(m[1] for _, m in runs) / max(1, sum(r.completed for r, _ in runs)), 1
         ),
@@ -294,12 +311,12 @@ def print_table(table: dict[str, dict], workers: int, threads: int) -> None:
     direct = table["(a) direct, W processes"]["images_per_s"]
     logger.info("W=%d workers, %d native thread(s) each", workers, threads)
     logger.info(
-        "| mode | images/s | × (a) | p50 ms | p99 ms | serving RSS MB | serving CPU ms/image | errors |"
+        "| mode | images/s | × (a) | p50 ms | p99 ms | serving RSS MB | serving CPU ms/image | worker CPU ms/image | errors |"
     )
-    logger.info("|---|---|---|---|---|---|---|---|")
+    logger.info("|---|---|---|---|---|---|---|---|---|")
     for mode, row in table.items():
         logger.info(
-            "| %s | %.1f | %.2f | %.0f | %.0f | %s | %.1f | %d |",
+            "| %s | %.1f | %.2f | %.0f | %.0f | %s | %.1f | %.0f | %d |",
             mode,
             row["images_per_s"],
             row["images_per_s"] / direct,
@@ -307,6 +324,7 @@ def print_table(table: dict[str, dict], workers: int, threads: int) -> None:
             row["p99_ms"],
             row["serving_rss_mb"] if row["serving_rss_mb"] is not None else "–",
             row["serving_cpu_ms_per_image"],
+            row["worker_cpu_ms_per_image"],
             row["errors"],
         )
 

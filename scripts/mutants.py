@@ -467,7 +467,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "faceswap-no-face-not-checked",
         "examples/faceswap/service.py",
-        "    if not faces:\n        raise HTTPError(422, f\"no face found in {name}\")\n",
+        '    if not faces:\n        raise HTTPError(422, f"no face found in {name}")\n',
         "",
         ("tests/examples/test_faceswap_detector.py::test_no_face_is_a_422",),
         "an image without a face fails with an IndexError instead of a clear 422 (issue 20)",
