@@ -19,7 +19,7 @@ import json
 import os
 import typing
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from apipod.endpoint import EndpointSpec, Param
@@ -294,13 +294,16 @@ def _result_name(media: MediaFile) -> str:
 class FileRenderer:
     """Makes the FileModel of a stored result file for one answer.
 
-    ``mode``: ``auto`` (base64 up to ``inline_max_bytes``, else ``url_of(file)``), ``all``
-    (base64 whatever the size, as a :class:`Streamed` content) or ``none`` (the URL)."""
+    ``mode``: ``auto`` (base64 while the answer's inline files together stay within
+    ``inline_max_bytes``, then ``url_of(file)``: the budget is per answer, so thirty
+    files of 7.5 MB are not 225 MB of base64), ``all`` (base64 whatever the size, as a
+    :class:`Streamed` content) or ``none`` (the URL). Make one per answer."""
 
     store: JobStore
     mode: str
     inline_max_bytes: int
     url_of: Callable[[StoredMedia], str]
+    _inlined: list[int] = field(default_factory=lambda: [0], init=False, compare=False)
 
     def __call__(self, media: StoredMedia) -> dict[str, Any]:
         model = {"file_name": media.file_name, "content_type": media.content_type}
@@ -311,9 +314,16 @@ class FileRenderer:
                 return {**model, "content": None}
             return {**model, "content": Streamed(lambda: self.store.open_file(media.ref))}
         size = media.size if media.size is not None else self._size(media.ref)
-        if self.mode == "auto" and size is not None and size <= self.inline_max_bytes:
+        if self.mode == "auto" and size is not None and self._fits(size):
             return {**model, "content": self._base64(media.ref)}
         return {**model, "content": self.url_of(media)}
+
+    def _fits(self, size: int) -> bool:
+        """Whether ``size`` more bytes fit the answer's inline budget (then taken)."""
+        if self._inlined[0] + size > self.inline_max_bytes:
+            return False
+        self._inlined[0] += size
+        return True
 
     def _size(self, ref: str) -> int | None:
         try:

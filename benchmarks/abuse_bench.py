@@ -192,9 +192,9 @@ def run_all(url: str, port: int, media_url: str, samples: int) -> None:
 
     probe("idle baseline")
 
-    huge = httpx.post(url + "/hold", json={"seconds": 60, "pad": "p" * 16_000_000}, timeout=60)
+    huge = httpx.post(url + "/hold", json={"seconds": 60, "pad": "p" * 15_000_000}, timeout=60)
     huge_id = huge.json()["job_id"]
-    poll = f"GET /status/{huge_id}?wait=30 HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    poll = f"GET /status/{huge_id}?wait=30 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
     with open_sockets(port, 10, poll):
         probe("16 MB-input job running + 10 long-polls")
     httpx.post(f"{url}/cancel/{huge_id}")

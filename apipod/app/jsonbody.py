@@ -17,12 +17,14 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from apipod.endpoint import EndpointSpec, InputValidationError
+from apipod.errors import InputError, UploadTooLarge
+from apipod.jsonlimits import MAX_DEPTH, json_shape
 from apipod.media.convert import EncodedText
 
-MAX_DEPTH = 64
 LONG_STRING = 65536
 _LONG = re.compile(
     rb'"((?:data:[A-Za-z0-9.+/-]*(?:;[A-Za-z0-9.+-]+=[A-Za-z0-9.+/-]*)*;base64,)?'
@@ -31,10 +33,26 @@ _LONG = re.compile(
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
-def parse_json_inputs(body: bytes | bytearray, spec: EndpointSpec) -> dict[str, Any]:
+def parse_json_inputs(
+    body: bytes | bytearray,
+    spec: EndpointSpec,
+    limit_bytes: int | None = None,
+    reserve: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """The body's values for ``spec``'s parameters; InputValidationError (422) for any
-    body that is not a JSON object of sane depth, numbers and text."""
+    body that is not a JSON object of sane depth, size, numbers and text. Beside the long
+    base64 strings (media, decoded in chunks later), the body may hold ``limit_bytes``
+    (else UploadTooLarge, 413). Before parsing, ``reserve`` is given the bytes the parsed
+    values will take (the in-flight budget)."""
     small, texts = _cut_long_strings(body)
+    if limit_bytes is not None and len(small) > limit_bytes:
+        raise UploadTooLarge(limit_bytes, "the JSON body (beside base64 media)")
+    try:
+        shape = json_shape(small)
+    except InputError as exc:
+        raise _invalid(exc.message) from None
+    if reserve is not None:
+        reserve(len(small) + shape.built_bytes)
     try:
         document = json.loads(small.decode("utf-8"))
     except UnicodeDecodeError:

@@ -278,7 +278,8 @@ class QueueFrontEnd:
 
     def file_renderer(self, request: Request | None, mode: str) -> FileRenderer:
         """How stored result files appear in answers to ``request`` (see FileRenderer)."""
-        base_url = str(request.base_url) if request is not None else ""
+        # The request's host passed the allowed_hosts check (apipod.app.hosts).
+        base_url = self.config.public_url or (str(request.base_url) if request else "")
         return FileRenderer(
             store=self.store,
             mode=mode,
