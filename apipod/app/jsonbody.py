@@ -1,9 +1,13 @@
 """Parsing a JSON request body safely, with its long base64 strings left undecoded.
 
-Hostile JSON must get a 422, never a 500: nesting deeper than ``MAX_DEPTH`` (Python's
-parser and every recursive walk after it would overflow the stack), integers longer
-than Python converts (4,300 digits), text that is not UTF-8, and lone surrogates (valid
-JSON escapes that no UTF-8 encoder, database or response writer accepts).
+Hostile JSON must get a 422, never a 500, and never build more than its bytes allow:
+before parsing, :func:`apipod.jsonlimits.json_shape` counts the values (at most
+``MAX_VALUES``: ten megabytes of ``[],`` would be three million lists) and the nesting
+(deeper than ``MAX_DEPTH``, Python's parser and every recursive walk after it would
+overflow the stack), and the memory the values will take is reserved from the in-flight
+budget. Also refused: integers longer than Python converts (4,300 digits), text that is
+not UTF-8, and lone surrogates (valid JSON escapes that no UTF-8 encoder, database or
+response writer accepts). Beside its base64 media, a body holds at most ``max_json_mb``.
 
 Memory: a base64 string in a JSON body used to exist three times at once (body bytes,
 parsed ``str``, decoded bytes). Strings of base64 or ``data:`` URL characters longer than
