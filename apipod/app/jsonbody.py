@@ -50,7 +50,7 @@ def parse_json_inputs(
     values will take (the in-flight budget)."""
     small, texts = _cut_long_strings(body)
     if limit_bytes is not None and len(small) > limit_bytes:
-        raise UploadTooLarge(limit_bytes, "the JSON body (beside base64 media)")
+        raise UploadTooLarge(limit_bytes, "the JSON body beside base64 media (max_json_mb)")
     try:
         shape = json_shape(small)
     except InputError as exc:
