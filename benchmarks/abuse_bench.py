@@ -196,7 +196,7 @@ def run_all(url: str, port: int, media_url: str, samples: int) -> None:
     huge_id = huge.json()["job_id"]
     poll = f"GET /status/{huge_id}?wait=30 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
     with open_sockets(port, 10, poll):
-        probe("16 MB-input job running + 10 long-polls")
+        probe("15 MB-input job running + 10 long-polls")
     httpx.post(f"{url}/cancel/{huge_id}")
 
     with open_sockets(port, 2000, poll.replace(huge_id.encode(), unrelated.encode())) as _:
