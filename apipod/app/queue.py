@@ -46,7 +46,8 @@ JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 WAIT_DOC = "long-poll: answer once the job ended, or after this many seconds (at most 60)"
 INLINE_DOC = (
-    "how result files appear: auto (base64 up to inline_result_max_mb, else the file's URL),"
+    "how result files appear: auto (base64 up to inline_result_max_mb per answer, then"
+    " the file's URL),"
     " all (base64 whatever the size, streamed), none (always the URL)"
 )
 INLINE_PATTERN = "^(auto|all|none)$"
