@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from apipod.endpoint import EndpointSpec, Param
+from apipod.errors import ServerBusy, UploadTooLarge
 from apipod.media.convert import MediaPayload, build_media
 from apipod.media.results import apply_annotation, encode_result, extension_of, media_reader, named
 
@@ -44,6 +45,9 @@ RenderFile = Callable[["StoredMedia"], dict[str, Any]]
 #: The key of a stored-file envelope.
 FILE_KEY = "$file"
 _ESCAPE = "$"
+#: Memory per inline result byte until the answer is sent: the file's bytes, its base64
+#: text and the JSON body (about 4/3 each), rounded up.
+INLINE_COPIES = 4
 _B64_BLOCK = 3 * 256 * 1024  # raw bytes per base64 piece: a multiple of 3, so no padding inside
 
 
@@ -303,6 +307,9 @@ class FileRenderer:
     mode: str
     inline_max_bytes: int
     url_of: Callable[[StoredMedia], str]
+    #: Takes the memory an inline file will hold (the API's in-flight budget, given back
+    #: once the answer is sent); when it refuses, the file goes by reference instead.
+    reserve: Callable[[int], None] | None = None
     _inlined: list[int] = field(default_factory=lambda: [0], init=False, compare=False)
 
     def __call__(self, media: StoredMedia) -> dict[str, Any]:
@@ -322,6 +329,11 @@ class FileRenderer:
         """Whether ``size`` more bytes fit the answer's inline budget (then taken)."""
         if self._inlined[0] + size > self.inline_max_bytes:
             return False
+        if self.reserve is not None:
+            try:
+                self.reserve(size * INLINE_COPIES)
+            except (ServerBusy, UploadTooLarge):  # readers at once hold the budget
+                return False
         self._inlined[0] += size
         return True
 

@@ -460,6 +460,17 @@ MUTANTS: tuple[Mutant, ...] = (
         "every result file under inline_result_max_mb is inlined, whatever the answer's total",
     ),
     Mutant(
+        "h22-inline-outside-inflight-budget",
+        "apipod/payload.py",
+        "        if self.reserve is not None:",
+        "        if False:",
+        (
+            "tests/test_payload.py::"
+            "test_inline_results_share_one_budget_per_answer_and_the_process_budget",
+        ),
+        "many readers of large results at once inline them all, past max_inflight_mb",
+    ),
+    Mutant(
         "h22-host-unchecked",
         "apipod/app/hosts.py",
         'if host is not None and not policy.allows(host) and scope["path"] != "/health":',

@@ -85,7 +85,7 @@ class APIPod(FastAPI):
         self.worker_start_hooks: list[Callable[[], Any]] = []
         self.source_file = _caller_file()
         self.queue = QueueFrontEnd(self.config)
-        self.inflight = InflightBudget(int(self.config.max_inflight_mb * 1e6))
+        self.inflight = self.queue.inflight = InflightBudget(int(self.config.max_inflight_mb * 1e6))
         self._media_pool = ThreadPoolExecutor(MEDIA_THREADS, thread_name_prefix="apipod-media")
         self._component_schemas: dict[str, Any] = {}
         self._handlers: dict[str, Callable[[Request], Awaitable[Response]]] = {}
@@ -112,7 +112,7 @@ class APIPod(FastAPI):
         """Use ``config`` as it is (child processes get the supervisor's final config)."""
         self.config = config
         self.queue.config = config
-        self.inflight = InflightBudget(int(config.max_inflight_mb * 1e6))
+        self.inflight = self.queue.inflight = InflightBudget(int(config.max_inflight_mb * 1e6))
         self.openapi_schema = None
         has_job_routes = any(getattr(r, "path", None) == "/jobs" for r in self.routes)
         if config.queue_enabled and not has_job_routes:
