@@ -47,7 +47,7 @@ class BoundedMultiPartParser(MultiPartParser):
                 field = self._current_part.field_name
                 raise UploadTooLarge(
                     self._fields_limit,
-                    f"the form's text fields (now at '{field[:100]}')",
+                    f"the form's text (non-file) data, at field '{field[:100]}',",
                     hint="send large values as a file part (a part with a filename)",
                 )
             self._reserve(end - start)
