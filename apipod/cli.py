@@ -63,6 +63,11 @@ def _add_start(commands: Any) -> None:
         "--role", choices=["all", "api", "workers"], help="which processes this box runs"
     )
     start.add_argument(
+        "--public-url",
+        help="the service's public address (https://api.example.com): absolute URLs in "
+        "answers use it instead of the request's host",
+    )
+    start.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         help="log verbosity of every process (default info)",
@@ -107,6 +112,7 @@ def _start(args: argparse.Namespace) -> int:
             "database_url",
             "api_key",
             "role",
+            "public_url",
             "log_level",
             "log_format",
         )

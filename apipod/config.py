@@ -10,12 +10,14 @@ unsupported provider) raises :class:`ConfigError` with a message that says what 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from apipod.errors import ConfigError
 from apipod.logs import LOG_FORMATS
@@ -69,12 +71,23 @@ class Config:
     http_read_timeout_s: float = 15.0
     #: Request bodies held in memory at once per API process; past it, 503 Retry-After.
     max_inflight_mb: float = 256.0
+    #: A JSON or urlencoded body (base64 media inside JSON aside, which count as media),
+    #: and all non-file fields of a multipart form together, at most this many MB.
+    max_json_mb: float = 16.0
     #: Bytes of job inputs and media the store may hold; past it, submits get a 507.
     max_stored_mb: float = 100_000.0
     inline_result_max_mb: float = 8.0
     result_image_format: str = "png"
     #: An OpenAI-compatible call whose client disconnects cancels its job (queue mode).
     cancel_on_disconnect: bool = True
+    #: The service's public address (``https://api.example.com``): absolute URLs use it.
+    public_url: str | None = None
+    #: Host names a request may be addressed to (``*`` for any); empty: the bind address,
+    #: ``localhost``, ``127.0.0.1``, ``::1`` and ``public_url``'s host (see README).
+    allowed_hosts: tuple[str, ...] = ()
+    #: Peers whose ``X-Forwarded-*`` and ``Forwarded`` headers are believed (IPs, networks
+    #: or ``*``), as uvicorn's setting of that name.
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -243,8 +256,11 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{name} must not be negative, got {getattr(config, name)}")
     if config.max_upload_file_size_mb <= 0:
         raise ConfigError("max_upload_file_size_mb must be positive")
+    if config.max_json_mb <= 0:
+        raise ConfigError("max_json_mb must be positive")
     _validate_gpus(config.gpus)
     _validate_results(config)
+    _validate_addresses(config)
 
 
 def _validate_results(config: Config) -> None:
@@ -255,6 +271,25 @@ def _validate_results(config: Config) -> None:
             f"result_image_format must be one of {RESULT_IMAGE_FORMATS}, "
             f"got {config.result_image_format!r}"
         )
+
+
+def _validate_addresses(config: Config) -> None:
+    url = config.public_url
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            raise ConfigError(
+                f"public_url must be an http(s) URL like https://api.example.com, got {url!r}"
+            )
+    for entry in config.forwarded_allow_ips:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"forwarded_allow_ips: {entry!r} is not an IP address, a network or '*'"
+            ) from None
 
 
 def _validate_gpus(gpus: str) -> None:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
 from apipod.errors import BatchResultError, EndpointDefinitionError, InputError
+from apipod.jsonlimits import loads_bounded
 from apipod.media.convert import is_upload
 from apipod.params import (
     LIST_ORIGINS,
@@ -362,7 +363,7 @@ def model_field_value(model_field: FieldInfo, values: list[Any]) -> Any:
     )
     if nested and isinstance(value, str):
         try:
-            return json.loads(value)
+            return loads_bounded(value)
         except json.JSONDecodeError:
             return value
     return value
@@ -373,7 +374,7 @@ def _form_list(values: list[Any]) -> list[Any]:
     fastsdk and the original's clients send lists in a form)."""
     if len(values) == 1 and isinstance(values[0], str) and values[0].lstrip().startswith("["):
         try:
-            parsed = json.loads(values[0])
+            parsed = loads_bounded(values[0])
         except json.JSONDecodeError:
             return values
         if isinstance(parsed, list):
@@ -390,7 +391,7 @@ def _coerce_one(param: Param, value: Any) -> Any:
         wants_json = value.lstrip().startswith("{")
     if wants_json:
         try:
-            return json.loads(value)
+            return loads_bounded(value, param.name)
         except json.JSONDecodeError:
             return value
     return value

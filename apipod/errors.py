@@ -66,8 +66,9 @@ class UnsupportedContentType(InputError):
 class UploadTooLarge(APIPodError):
     """A request body, or the media of one request together, exceed the size limit."""
 
-    def __init__(self, limit_bytes: int, what: str = "request body") -> None:
-        super().__init__(f"{what} exceeds the limit of {limit_bytes / 1_000_000:g} MB")
+    def __init__(self, limit_bytes: int, what: str = "request body", hint: str = "") -> None:
+        message = f"{what} exceeds the limit of {limit_bytes / 1_000_000:g} MB"
+        super().__init__(f"{message}; {hint}" if hint else message)
         self.limit_bytes = limit_bytes
 
 

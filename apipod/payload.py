@@ -19,10 +19,11 @@ import json
 import os
 import typing
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from apipod.endpoint import EndpointSpec, Param
+from apipod.errors import ServerBusy, UploadTooLarge
 from apipod.media.convert import MediaPayload, build_media
 from apipod.media.results import apply_annotation, encode_result, extension_of, media_reader, named
 
@@ -44,6 +45,9 @@ RenderFile = Callable[["StoredMedia"], dict[str, Any]]
 #: The key of a stored-file envelope.
 FILE_KEY = "$file"
 _ESCAPE = "$"
+#: Memory per inline result byte until the answer is sent: the file's bytes, its base64
+#: text and the JSON body (about 4/3 each), rounded up.
+INLINE_COPIES = 4
 _B64_BLOCK = 3 * 256 * 1024  # raw bytes per base64 piece: a multiple of 3, so no padding inside
 
 
@@ -294,13 +298,19 @@ def _result_name(media: MediaFile) -> str:
 class FileRenderer:
     """Makes the FileModel of a stored result file for one answer.
 
-    ``mode``: ``auto`` (base64 up to ``inline_max_bytes``, else ``url_of(file)``), ``all``
-    (base64 whatever the size, as a :class:`Streamed` content) or ``none`` (the URL)."""
+    ``mode``: ``auto`` (base64 while the answer's inline files together stay within
+    ``inline_max_bytes``, then ``url_of(file)``: the budget is per answer, so thirty
+    files of 7.5 MB are not 225 MB of base64), ``all`` (base64 whatever the size, as a
+    :class:`Streamed` content) or ``none`` (the URL). Make one per answer."""
 
     store: JobStore
     mode: str
     inline_max_bytes: int
     url_of: Callable[[StoredMedia], str]
+    #: Takes the memory an inline file will hold (the API's in-flight budget, given back
+    #: once the answer is sent); when it refuses, the file goes by reference instead.
+    reserve: Callable[[int], None] | None = None
+    _inlined: list[int] = field(default_factory=lambda: [0], init=False, compare=False)
 
     def __call__(self, media: StoredMedia) -> dict[str, Any]:
         model = {"file_name": media.file_name, "content_type": media.content_type}
@@ -311,9 +321,21 @@ class FileRenderer:
                 return {**model, "content": None}
             return {**model, "content": Streamed(lambda: self.store.open_file(media.ref))}
         size = media.size if media.size is not None else self._size(media.ref)
-        if self.mode == "auto" and size is not None and size <= self.inline_max_bytes:
+        if self.mode == "auto" and size is not None and self._fits(size):
             return {**model, "content": self._base64(media.ref)}
         return {**model, "content": self.url_of(media)}
+
+    def _fits(self, size: int) -> bool:
+        """Whether ``size`` more bytes fit the answer's inline budget (then taken)."""
+        if self._inlined[0] + size > self.inline_max_bytes:
+            return False
+        if self.reserve is not None:
+            try:
+                self.reserve(size * INLINE_COPIES)
+            except (ServerBusy, UploadTooLarge):  # readers at once hold the budget
+                return False
+        self._inlined[0] += size
+        return True
 
     def _size(self, ref: str) -> int | None:
         try:

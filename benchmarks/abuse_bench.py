@@ -1,4 +1,4 @@
-"""The front end under the attacks of issue 10, next to an idle baseline.
+"""The front end under the attacks of issues 10 and 22, next to an idle baseline.
 
 One ``apipod start benchmarks/services/abuse_service.py`` (API process and one worker,
 SQLite) on 127.0.0.1. For each attack, a probe measures unrelated ``GET /status/<id>``
@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -192,11 +192,11 @@ def run_all(url: str, port: int, media_url: str, samples: int) -> None:
 
     probe("idle baseline")
 
-    huge = httpx.post(url + "/hold", json={"seconds": 60, "pad": "p" * 16_000_000}, timeout=60)
+    huge = httpx.post(url + "/hold", json={"seconds": 60, "pad": "p" * 15_000_000}, timeout=60)
     huge_id = huge.json()["job_id"]
-    poll = f"GET /status/{huge_id}?wait=30 HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    poll = f"GET /status/{huge_id}?wait=30 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
     with open_sockets(port, 10, poll):
-        probe("16 MB-input job running + 10 long-polls")
+        probe("15 MB-input job running + 10 long-polls")
     httpx.post(f"{url}/cancel/{huge_id}")
 
     with open_sockets(port, 2000, poll.replace(huge_id.encode(), unrelated.encode())) as _:
@@ -226,6 +226,72 @@ def run_all(url: str, port: int, media_url: str, samples: int) -> None:
 
     attack_in_background(posts(url, "/file", {"file": f"{media_url}/slow.png"}, 45))
     probe("45 submits of a URL that stalls 10 s")
+
+    memory_attacks(url, port, probe)
+
+
+def memory_attacks(url: str, port: int, probe: Callable[[str], None]) -> None:
+    """Issue 22: what a client declares or makes the API build, each 4 at once."""
+    head = (
+        b"POST /file HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 1000000000\r\n\r\n{"'
+    )
+    with open_sockets(port, 4, head):
+        probe("4 x Content-Length 1 GB, 2 bytes sent")
+    lists = b'{"text":"x","zz":[' + b"[]," * 3_300_000 + b"[]]}"
+    attack_in_background(raw_posts(url, "/echo", lambda: [lists], "application/json", 4))
+    probe("4 x 10 MB JSON of empty lists")
+    attack_in_background(raw_posts(url, "/file", form_with_text_field, FORM_TYPE, 4))
+    probe("4 x 300 MB text field in a form")
+    files = httpx.post(url + "/many-files", json={}, params={"wait": 120}, timeout=150).json()
+    status = f"{url}/status/{files['job_id']}"
+    attack_in_background(repeat(lambda: httpx.get(status, timeout=60), 4, 8))
+    probe("4 readers of 30 x 7.5 MB result files")
+
+
+BOUNDARY = "abusebenchboundary"
+FORM_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def form_with_text_field() -> Iterator[bytes]:
+    """A form whose text field ``note`` is 300 MB, then a small file part."""
+    yield f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="note"\r\n\r\n'.encode()
+    block = b"n" * 1_000_000
+    for _ in range(300):
+        yield block
+    yield (
+        f'\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="a.bin"\r\nContent-Type: application/octet-stream\r\n\r\nabc'
+        f"\r\n--{BOUNDARY}--\r\n"
+    ).encode()
+
+
+def raw_posts(
+    url: str, path: str, body: Callable[[], Iterable[bytes]], content_type: str, count: int
+) -> Callable[[], None]:
+    def one() -> None:
+        headers = {"Content-Type": content_type}
+        httpx.post(url + path, content=iter(body()), headers=headers, timeout=60)
+
+    return repeat(one, count, 1)
+
+
+def repeat(task: Callable[[], object], count: int, times: int) -> Callable[[], None]:
+    """``count`` threads that each run ``task`` ``times`` times (errors ignored)."""
+
+    def run() -> None:
+        def loop() -> None:
+            for _ in range(times):
+                with contextlib.suppress(httpx.HTTPError):
+                    task()
+
+        threads = [threading.Thread(target=loop) for _ in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    return run
 
 
 if __name__ == "__main__":

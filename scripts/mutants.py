@@ -44,6 +44,8 @@ AUTH_MODES = "tests/app/test_auth_modes.py"
 RESULTS = "tests/app/test_queue_results.py"
 OPENAI_SYNC = "tests/app/test_openai_sync.py"
 OPENAI_QUEUE = "tests/app/test_openai_queue.py"
+HOSTILE = "tests/app/test_hostile_memory.py"
+HOSTS = "tests/app/test_hosts.py"
 
 
 @dataclass(frozen=True)
@@ -718,6 +720,83 @@ MUTANTS: tuple[Mutant, ...] = (
         "    if False:\n        raise NotCheckable(",
         ("tests/test_gpu_check.py::test_without_a_gpu_the_check_fails_with_the_reason",),
         "gpu_check goes on without a GPU instead of saying there is none (issue 20)",
+    ),
+    # --- issue 22, points 1 and 3: memory by what arrives; URLs never follow the Host -----------
+    Mutant(
+        "h22-body-sized-by-content-length",
+        "apipod/app/inputs.py",
+        "    body = bytearray()\n    async for chunk in request.stream():",
+        '    body = bytearray(int(request.headers.get("content-length") or 0))\n'
+        "    async for chunk in request.stream():",
+        (f"{HOSTILE}::test_a_declared_content_length_reserves_nothing",),
+        "a body buffer is allocated by the declared Content-Length before bytes arrive",
+    ),
+    Mutant(
+        "h22-json-values-uncounted",
+        "apipod/jsonlimits.py",
+        "    if values > MAX_VALUES:",
+        "    if False:",
+        (f"{HOSTILE}::test_json_of_millions_of_values_is_refused_before_it_is_built",),
+        "a 10 MB JSON body of empty lists is parsed into millions of lists",
+    ),
+    Mutant(
+        "h22-max-json-ignored",
+        "apipod/app/inputs.py",
+        "        if self.json_bytes < self.upload_bytes:",
+        "        if False:",
+        (f"{HOSTILE}::test_json_and_urlencoded_bodies_are_limited_by_max_json_mb",),
+        "JSON and urlencoded bodies are limited by the upload limit only, not max_json_mb",
+    ),
+    Mutant(
+        "h22-form-text-fields-uncapped",
+        "apipod/app/forms.py",
+        "            if self._fields_bytes > self._fields_limit:",
+        "            if False:",
+        (f"{HOSTILE}::test_a_large_form_text_field_is_a_413_that_says_to_send_a_file",),
+        "a form's text fields are held in memory without the max_json_mb cap and its 413",
+    ),
+    Mutant(
+        "h22-inline-budget-per-item",
+        "apipod/payload.py",
+        "        if self._inlined[0] + size > self.inline_max_bytes:",
+        "        if size > self.inline_max_bytes:",
+        (f"{HOSTILE}::test_inline_results_are_budgeted_per_answer",),
+        "every result file under inline_result_max_mb is inlined, whatever the answer's total",
+    ),
+    Mutant(
+        "h22-inline-outside-inflight-budget",
+        "apipod/payload.py",
+        "        if self.reserve is not None:",
+        "        if False:",
+        (
+            "tests/test_payload.py::"
+            "test_inline_results_share_one_budget_per_answer_and_the_process_budget",
+        ),
+        "many readers of large results at once inline them all, past max_inflight_mb",
+    ),
+    Mutant(
+        "h22-host-unchecked",
+        "apipod/app/hosts.py",
+        'if host is not None and not policy.allows(host) and scope["path"] != "/health":',
+        "if False:",
+        (f"{HOSTS}::test_a_foreign_host_header_is_refused_not_signed",),
+        "a status read with Host: attacker.example answers a signed URL to that host",
+    ),
+    Mutant(
+        "h22-forwarded-from-anyone",
+        "apipod/app/hosts.py",
+        "        if policy.trusts(client[0] if client else None):",
+        "        if True:",
+        (f"{HOSTS}::test_forwarded_headers_from_an_untrusted_peer_are_ignored",),
+        "X-Forwarded-Host from a peer outside forwarded_allow_ips is believed",
+    ),
+    Mutant(
+        "h22-public-url-ignored",
+        "apipod/app/queue.py",
+        'base_url = self.config.public_url or (str(request.base_url) if request else "")',
+        'base_url = str(request.base_url) if request else ""',
+        (f"{HOSTS}::test_public_url_makes_every_url",),
+        "result URLs follow the request's host although public_url is set",
     ),
 )
 

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from media_toolkit import ImageFile, MediaFile
 
+from apipod.app.budget import InflightBudget
 from apipod.payload import (
     FILE_KEY,
+    INLINE_COPIES,
     FileRenderer,
     decode,
     escape,
@@ -112,3 +114,25 @@ def test_a_media_object_returned_twice_is_stored_once(store: JobStore, tmp_path:
         assert not handle.closed  # an input's file stays open for the caller to close
     refs = {media.ref for media in stored_files(stored)}
     assert len(refs) == 1 and [f.name for f in store.list_files("job-3")] == ["clip.bin"]
+
+
+def test_inline_results_share_one_budget_per_answer_and_the_process_budget(
+    store: JobStore,
+) -> None:
+    files = [MediaFile(file_name=f"f{i}.bin").from_bytes(bytes([i]) * 3000) for i in range(3)]
+    stored = store_result(files, list[MediaFile], store, "job-inline")
+    inline = [
+        isinstance(m["content"], str) and not m["content"].startswith("http")
+        for m in decode(stored, FileRenderer(store, "auto", 7000, lambda media: "http://h/x"))
+    ]
+    assert inline == [True, True, False]  # 6,000 of the answer's 7,000 bytes
+    budget = InflightBudget(3000 * INLINE_COPIES * 4)  # room for four files at once
+    first, second = budget.open(), budget.open()
+    answers = [
+        decode(stored, FileRenderer(store, "auto", 10**6, lambda media: "http://h/x", r.take))
+        for r in (first, second)
+    ]
+    contents = [[m["content"] for m in answer] for answer in answers]
+    assert [c == "http://h/x" for c in contents[0] + contents[1]] == [False] * 4 + [True] * 2
+    first.close()
+    assert budget.used == 3000 * INLINE_COPIES

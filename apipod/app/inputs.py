@@ -6,7 +6,9 @@ Query parameters that name a parameter are read too (lowest precedence); unknown
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -16,6 +18,7 @@ from starlette.requests import Request
 from starlette.types import Message
 
 from apipod.app.budget import Reservation
+from apipod.app.forms import parse_multipart
 from apipod.app.jsonbody import parse_json_inputs
 from apipod.endpoint import EndpointSpec, coerce_form_value, model_field_value
 from apipod.errors import UnsupportedContentType, UploadTooLarge
@@ -37,19 +40,27 @@ class RawInputs:
 
 
 async def read_inputs(
-    request: Request, spec: EndpointSpec, limit_bytes: int, memory: Reservation
+    request: Request, spec: EndpointSpec, limits: BodyLimits, memory: Reservation
 ) -> RawInputs:
     """Collect raw values for ``spec``'s parameters from the query string and body.
-    Body bytes held in memory (all but multipart, whose files are spooled to disk) are
-    taken from ``memory``, the process's in-flight budget."""
+    Body bytes held in memory (all but multipart files, which are spooled to disk) are
+    taken from ``memory``, the process's in-flight budget, as they arrive; the values a
+    JSON body will build are taken before it is parsed."""
     values = _from_query(request, spec)
-    _check_declared_length(request, limit_bytes)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    count = None if content_type == "multipart/form-data" else memory.take
-    receive = _limited_receive(request.receive, limit_bytes, count)
+    limit, what = limits.body_limit(content_type, bool(spec.media_params))
+    _check_declared_length(request, limit, what)
+    multipart = content_type == "multipart/form-data"
+    count = None if multipart else memory.take  # multipart: files spool, fields count
+    receive = _limited_receive(request.receive, limit, what, count)
     limited = Request(request.scope, receive=receive)
+    if multipart:
+        stream = limited.stream()
+        form = await parse_multipart(limited.headers, stream, limits.json_bytes, memory.take)
+        values.update(_from_form(form, spec))
+        return RawInputs(values, form)
     if content_type in FORM_TYPES:
-        form = await limited.form(max_files=10_000, max_fields=10_000, max_part_size=limit_bytes)
+        form = await limited.form(max_fields=10_000, max_part_size=limit)
         values.update(_from_form(form, spec))
         return RawInputs(values, form)
     body = await _read_body(limited)
@@ -57,30 +68,41 @@ async def read_inputs(
         return RawInputs(values)
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
         raise UnsupportedContentType(content_type)
+    parse = functools.partial(parse_json_inputs, body, spec, limits.json_bytes, memory.take)
     if len(body) < PARSE_IN_THREAD_BYTES:
-        values.update(parse_json_inputs(body, spec))
+        values.update(parse())
     else:  # a long parse would stall every other request on the event loop
-        values.update(await run_in_threadpool(parse_json_inputs, body, spec))
+        values.update(await run_in_threadpool(parse))
     return RawInputs(values)
 
 
+@dataclass(frozen=True)
+class BodyLimits:
+    """An endpoint's body limits: ``upload_bytes`` for the body with its media,
+    ``json_bytes`` (``max_json_mb``) for what is parsed in memory."""
+
+    upload_bytes: int
+    json_bytes: int
+
+    def body_limit(self, content_type: str, takes_media: bool) -> tuple[int, str]:
+        """(bytes, what is limited) for a body of ``content_type``. A JSON body may carry
+        base64 media up to the upload limit when the endpoint takes media (its other
+        text is held to ``json_bytes`` after parsing); urlencoded bodies never."""
+        media_json = takes_media and content_type not in FORM_TYPES
+        if content_type == "multipart/form-data" or media_json:
+            return self.upload_bytes, "request body"
+        if self.json_bytes < self.upload_bytes:
+            return self.json_bytes, "the JSON or urlencoded body (max_json_mb)"
+        return self.upload_bytes, "request body"
+
+
 async def _read_body(request: Request) -> bytearray:
-    """The body in one buffer, allocated once when Content-Length is known. (Starlette's
-    body() joins a list of chunks, and a growing buffer may be copied as it grows:
-    both hold a large body twice for a moment.)"""
-    declared = request.headers.get("content-length", "")
-    if not declared.isdigit():
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-        return body
-    body = bytearray(int(declared))
-    view, filled = memoryview(body), 0
+    """The body in one buffer that grows with the bytes received, never with what
+    Content-Length declares (a client that declares a gigabyte and sends two bytes
+    holds two bytes). Large buffers grow by remapping pages, not by copying."""
+    body = bytearray()
     async for chunk in request.stream():
-        view[filled : filled + len(chunk)] = chunk  # the server enforces Content-Length
-        filled += len(chunk)
-    view.release()
-    del body[filled:]  # a client that closed early sent less
+        body += chunk
     return body
 
 
@@ -123,20 +145,22 @@ def _from_fields(fields: ImmutableMultiDict[str, Any], spec: EndpointSpec) -> di
     return values
 
 
-def _check_declared_length(request: Request, limit_bytes: int) -> None:
+def _check_declared_length(request: Request, limit_bytes: int, what: str) -> None:
+    # Refusing early by Content-Length is safe; allocating by it never is.
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit_bytes:
-        raise UploadTooLarge(limit_bytes)
+        raise UploadTooLarge(limit_bytes, what)
 
 
 def _limited_receive(
     receive: Callable[[], Awaitable[Message]],
     limit_bytes: int,
+    what: str,
     count: Callable[[int], None] | None,
 ) -> Callable[[], Awaitable[Message]]:
     """Wrap ASGI ``receive`` so the body is refused as soon as it passes the limit,
     whatever Content-Length claimed (chunked uploads have none); ``count`` takes each
-    chunk's size from the in-flight budget."""
+    chunk's size from the in-flight budget while it is held."""
     received = 0
 
     async def limited() -> Message:
@@ -146,7 +170,7 @@ def _limited_receive(
             size = len(message.get("body", b""))
             received += size
             if received > limit_bytes:
-                raise UploadTooLarge(limit_bytes)
+                raise UploadTooLarge(limit_bytes, what)
             if count is not None and size:
                 count(size)
         return message

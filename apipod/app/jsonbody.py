@@ -1,9 +1,13 @@
 """Parsing a JSON request body safely, with its long base64 strings left undecoded.
 
-Hostile JSON must get a 422, never a 500: nesting deeper than ``MAX_DEPTH`` (Python's
-parser and every recursive walk after it would overflow the stack), integers longer
-than Python converts (4,300 digits), text that is not UTF-8, and lone surrogates (valid
-JSON escapes that no UTF-8 encoder, database or response writer accepts).
+Hostile JSON must get a 422, never a 500, and never build more than its bytes allow:
+before parsing, :func:`apipod.jsonlimits.json_shape` counts the values (at most
+``MAX_VALUES``: ten megabytes of ``[],`` would be three million lists) and the nesting
+(deeper than ``MAX_DEPTH``, Python's parser and every recursive walk after it would
+overflow the stack), and the memory the values will take is reserved from the in-flight
+budget. Also refused: integers longer than Python converts (4,300 digits), text that is
+not UTF-8, and lone surrogates (valid JSON escapes that no UTF-8 encoder, database or
+response writer accepts). Beside its base64 media, a body holds at most ``max_json_mb``.
 
 Memory: a base64 string in a JSON body used to exist three times at once (body bytes,
 parsed ``str``, decoded bytes). Strings of base64 or ``data:`` URL characters longer than
@@ -17,12 +21,14 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from apipod.endpoint import EndpointSpec, InputValidationError
+from apipod.errors import InputError, UploadTooLarge
+from apipod.jsonlimits import MAX_DEPTH, json_shape
 from apipod.media.convert import EncodedText
 
-MAX_DEPTH = 64
 LONG_STRING = 65536
 _LONG = re.compile(
     rb'"((?:data:[A-Za-z0-9.+/-]*(?:;[A-Za-z0-9.+-]+=[A-Za-z0-9.+/-]*)*;base64,)?'
@@ -31,10 +37,26 @@ _LONG = re.compile(
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
-def parse_json_inputs(body: bytes | bytearray, spec: EndpointSpec) -> dict[str, Any]:
+def parse_json_inputs(
+    body: bytes | bytearray,
+    spec: EndpointSpec,
+    limit_bytes: int | None = None,
+    reserve: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """The body's values for ``spec``'s parameters; InputValidationError (422) for any
-    body that is not a JSON object of sane depth, numbers and text."""
+    body that is not a JSON object of sane depth, size, numbers and text. Beside the long
+    base64 strings (media, decoded in chunks later), the body may hold ``limit_bytes``
+    (else UploadTooLarge, 413). Before parsing, ``reserve`` is given the bytes the parsed
+    values will take (the in-flight budget)."""
     small, texts = _cut_long_strings(body)
+    if limit_bytes is not None and len(small) > limit_bytes:
+        raise UploadTooLarge(limit_bytes, "the JSON body beside base64 media (max_json_mb)")
+    try:
+        shape = json_shape(small)
+    except InputError as exc:
+        raise _invalid(exc.message) from None
+    if reserve is not None:
+        reserve(len(small) + shape.built_bytes)
     try:
         document = json.loads(small.decode("utf-8"))
     except UnicodeDecodeError:

@@ -35,7 +35,7 @@ def _file_model_schema(title: str) -> dict[str, Any]:
         "title": title,
         "type": "object",
         "description": "A file: its name, content type, and content as base64 (or, in "
-        "results above inline_result_max_mb, an absolute URL to fetch it from)",
+        "results past inline_result_max_mb per answer, an absolute URL to fetch it from)",
         "properties": {
             "file_name": {"type": "string"},
             "content_type": {"type": "string"},
@@ -175,8 +175,8 @@ def _queue_parameters() -> list[dict[str, Any]]:
         "name": "inline",
         "in": "query",
         "required": False,
-        "description": "how result files appear: auto (base64 up to inline_result_max_mb, "
-        "else an absolute URL of /files/...), all (base64 whatever the size), none (URL)",
+        "description": "how result files appear: auto (base64 up to inline_result_max_mb "
+        "per answer, then an absolute URL of /files/...), all (base64 whatever the size), none (URL)",
         "schema": {"type": "string", "enum": ["auto", "all", "none"], "default": "auto"},
     }
     return [wait, inline]

@@ -38,9 +38,10 @@ from apipod.app.docs import install_docs
 from apipod.app.fastpath import FastPath
 from apipod.app.files import install_file_routes
 from apipod.app.health import install_health
+from apipod.app.hosts import HostGuard
 from apipod.app.http_errors import install_error_handlers
 from apipod.app.idempotency import REPLAYED_HEADER, idempotency_key, submit_idempotent
-from apipod.app.inputs import RawInputs, read_inputs
+from apipod.app.inputs import BodyLimits, RawInputs, read_inputs
 from apipod.app.openai import OpenAIRoutes
 from apipod.app.queue import QueueFrontEnd, install_job_routes, wait_seconds
 from apipod.app.stream import StreamHub, install_stream_route, sync_stream_response
@@ -86,7 +87,7 @@ class APIPod(FastAPI):
         self.worker_start_hooks: list[Callable[[], Any]] = []
         self.source_file = _caller_file()
         self.queue = QueueFrontEnd(self.config)
-        self.inflight = InflightBudget(int(self.config.max_inflight_mb * 1e6))
+        self.inflight = self.queue.inflight = InflightBudget(int(self.config.max_inflight_mb * 1e6))
         self._media_pool = ThreadPoolExecutor(MEDIA_THREADS, thread_name_prefix="apipod-media")
         self._component_schemas: dict[str, Any] = {}
         self._handlers: dict[str, Callable[[Request], Awaitable[Response]]] = {}
@@ -119,7 +120,7 @@ class APIPod(FastAPI):
         """Use ``config`` as it is (child processes get the supervisor's final config)."""
         self.config = config
         self.queue.config = config
-        self.inflight = InflightBudget(int(config.max_inflight_mb * 1e6))
+        self.inflight = self.queue.inflight = InflightBudget(int(config.max_inflight_mb * 1e6))
         self.openapi_schema = None
         has_job_routes = any(getattr(r, "path", None) == "/jobs" for r in self.routes)
         if config.queue_enabled and not has_job_routes:
@@ -255,11 +256,12 @@ class APIPod(FastAPI):
     def _make_handler(self, spec: EndpointSpec) -> Callable[[Request], Any]:
         async def handler(request: Request) -> Response:
             limit = int((spec.max_upload_file_size_mb or self.config.max_upload_file_size_mb) * 1e6)
+            limits = BodyLimits(limit, int(self.config.max_json_mb * 1e6))
             memory = self.inflight.open()  # the body's bytes while they are held
             raw: RawInputs | None = None
             payloads: dict[str, Any] = {}
             try:
-                raw = await read_inputs(request, spec, limit, memory)
+                raw = await read_inputs(request, spec, limits, memory)
                 plain, files = spec.split_files(raw.values)
                 values = spec.validate_values(plain, given=raw.values)
                 payloads = await self._read_media(spec, files, limit)
@@ -370,10 +372,11 @@ class APIPod(FastAPI):
 
     def build_middleware_stack(self) -> ASGIApp:
         """FastAPI's stack, behind the fast path for endpoint calls and status reads
-        (skipped when the user added middleware of their own, so it always applies)."""
+        (skipped when the user added middleware of their own, so it always applies),
+        all behind the host check (apipod.app.hosts)."""
         stack = super().build_middleware_stack()
         if any(m.cls is not ApiKeyMiddleware for m in self.user_middleware):
-            return stack
+            return HostGuard(stack, lambda: self.config)
         routes = {
             (method, path): self._handlers[spec.path]
             for path, spec in [*self.endpoints.items(), *self._literal_routes.items()]
@@ -381,7 +384,7 @@ class APIPod(FastAPI):
         }
         routes.update(self._openai.fast_routes())
         status = self.queue.status_handler if self.config.queue_enabled else None
-        return FastPath(self, stack, routes, status)
+        return HostGuard(FastPath(self, stack, routes, status), lambda: self.config)
 
     async def error_response(self, request: Request, exc: Exception) -> Response:
         """The response the registered exception handlers give for ``exc``."""

@@ -16,11 +16,13 @@ from dataclasses import replace
 from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Path, Query
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive
 
 from apipod.app import joblist
+from apipod.app.budget import InflightBudget
 from apipod.app.dashboard import install_dashboard
 from apipod.app.jobresult import file_url, inline_mode, job_result
 from apipod.app.metrics import install_metrics
@@ -47,7 +49,8 @@ JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 WAIT_DOC = "long-poll: answer once the job ended, or after this many seconds (at most 60)"
 INLINE_DOC = (
-    "how result files appear: auto (base64 up to inline_result_max_mb, else the file's URL),"
+    "how result files appear: auto (base64 up to inline_result_max_mb per answer, then"
+    " the file's URL),"
     " all (base64 whatever the size, streamed), none (always the URL)"
 )
 INLINE_PATTERN = "^(auto|all|none)$"
@@ -58,6 +61,8 @@ class QueueFrontEnd:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        #: The API's in-flight memory budget (set by the app); inline results take from it.
+        self.inflight: InflightBudget | None = None
         self._store: JobStore | None = None
         self._stop = threading.Event()
         self._waiters: dict[str, set[asyncio.Event]] = {}
@@ -255,20 +260,40 @@ class QueueFrontEnd:
 
     # --- rendering -------------------------------------------------------------------------
     async def respond(self, job: Job, request: Request | None = None) -> Response:
-        """The JobResult answer; streamed when it carries files as base64 (``?inline=all``)."""
-        document = await self.render(job, request)
+        """The JobResult answer; streamed when it carries files as base64 (``?inline=all``).
+        Inline files hold memory from the in-flight budget until the answer is sent, so
+        many readers of large results at once get URLs rather than exhaust memory."""
+        memory = self.inflight.open() if self.inflight is not None else None
+        try:
+            document = await self.render(job, request, memory.take if memory else None)
+        except BaseException:
+            if memory is not None:
+                memory.close()
+            raise
         if has_streamed(document.get("result")):
-            return StreamingResponse(stream_json(document), media_type="application/json")
-        return JSONResponse(document)
+            response: Response = StreamingResponse(
+                stream_json(document), media_type="application/json"
+            )
+        else:
+            response = JSONResponse(document)
+        if memory is not None:
+            response.background = BackgroundTask(memory.close)  # runs once it was sent
+        return response
 
-    async def render(self, job: Job, request: Request | None = None) -> dict[str, Any]:
+    async def render(
+        self,
+        job: Job,
+        request: Request | None = None,
+        reserve: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
         mode = inline_mode(request)  # checked even when there is no file to apply it to
         names = None
         if not job.inputs and job.is_terminal:  # a status read: its files from the store
             names = await self._file_names(job.id)
         if not has_files(job.result):
             return job_result(job, None, names)
-        return await self.call(job_result, job, self.file_renderer(request, mode), names)
+        render = self.file_renderer(request, mode, reserve)
+        return await self.call(job_result, job, render, names)
 
     async def _file_names(self, job_id: str) -> list[str]:
         if self.store.fast_local_reads:  # a directory listing, like the SQLite read itself
@@ -277,14 +302,21 @@ class QueueFrontEnd:
             files = await self.call(self.store.list_files, job_id)
         return [f.name for f in files]
 
-    def file_renderer(self, request: Request | None, mode: str) -> FileRenderer:
+    def file_renderer(
+        self,
+        request: Request | None,
+        mode: str,
+        reserve: Callable[[int], None] | None = None,
+    ) -> FileRenderer:
         """How stored result files appear in answers to ``request`` (see FileRenderer)."""
-        base_url = str(request.base_url) if request is not None else ""
+        # The request's host passed the allowed_hosts check (apipod.app.hosts).
+        base_url = self.config.public_url or (str(request.base_url) if request else "")
         return FileRenderer(
             store=self.store,
             mode=mode,
             inline_max_bytes=int(self.config.inline_result_max_mb * 1_000_000),
             url_of=file_url(base_url, self.config.api_key, self.config.job_ttl),
+            reserve=reserve,
         )
 
     def summary(self, job: Job) -> dict[str, Any]:

@@ -50,6 +50,8 @@ def uvicorn_options(config: Config) -> dict[str, Any]:
         "limit_concurrency": connection_cap(config.max_connections),
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
         "backlog": 2048,
+        # Forwarded headers are applied by the app, from forwarded_allow_ips only.
+        "proxy_headers": False,
     }
 
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Generator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 from typing import Any
 
 import anyio
@@ -177,7 +178,12 @@ class JobStream:
     """The records of one ``GET /stream/{job_id}`` response."""
 
     def __init__(
-        self, queue: QueueFrontEnd, hub: StreamHub, job_id: str, after: int, render: RenderFile
+        self,
+        queue: QueueFrontEnd,
+        hub: StreamHub,
+        job_id: str,
+        after: int,
+        render: Callable[[], RenderFile],
     ) -> None:
         self._queue = queue
         self._hub = hub
@@ -254,7 +260,8 @@ class JobStream:
         return job, chunks
 
     def _resolve(self, chunks: list[Chunk]) -> list[Chunk]:
-        return [_resolve_chunk(chunk, self._render) for chunk in chunks]
+        render = self._render()  # one inline budget for the chunks read together
+        return [_resolve_chunk(chunk, render) for chunk in chunks]
 
     async def _snapshot(self, job: Job) -> bytes | None:
         shown = (job.status, job.progress, job.message, job.attempts)
@@ -300,7 +307,7 @@ def install_stream_route(app: FastAPI, queue: QueueFrontEnd) -> StreamHub:
         after = resume_after(last_event_id if last_event_id is not None else resume)
         if await queue.get_job(job_id) is None:
             raise JobNotFound(job_id)
-        render = queue.file_renderer(request, "auto")
+        render = functools.partial(queue.file_renderer, request, "auto")
         return EventStream(JobStream(queue, hub, job_id, after, render).records())
 
     return hub

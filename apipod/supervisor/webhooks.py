@@ -125,13 +125,13 @@ class WebhookSender:
         job = self.store.get(delivery.job_id)
         if job is None:
             return None
-        # The webhook's box may not know the public address: large files come as their
-        # route's path (signed when there is a key), small ones inline as in /status.
+        # Large files come as their URL under public_url, or as their route's path when
+        # it is not set (signed when there is a key), small ones inline as in /status.
         render = FileRenderer(
             store=self.store,
             mode="auto",
             inline_max_bytes=int(self.config.inline_result_max_mb * 1_000_000),
-            url_of=file_url("", self.config.api_key, self.config.job_ttl),
+            url_of=file_url(self.config.public_url or "", self.config.api_key, self.config.job_ttl),
         )
         result = job_result(job, render)
         return json.dumps(result, separators=(",", ":"), ensure_ascii=False)

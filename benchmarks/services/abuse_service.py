@@ -26,5 +26,11 @@ def images(pictures: list[ImageFile]) -> dict:
 
 
 @app.endpoint("/file")
-def file(file: MediaFile) -> dict:
-    return {"size": len(file.to_bytes())}
+def file(file: MediaFile, note: str = "") -> dict:
+    return {"size": len(file.to_bytes()), "note": len(note)}
+
+
+@app.endpoint("/many-files")
+def many_files(count: int = 30, megabytes: float = 7.5) -> list[MediaFile]:
+    size = int(megabytes * 1_000_000)
+    return [MediaFile(file_name=f"part{i}.bin").from_bytes(bytes([i]) * size) for i in range(count)]

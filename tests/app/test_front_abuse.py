@@ -79,7 +79,7 @@ def test_abandoned_long_polls_leave_the_api_idle_within_a_second(plain: ServiceP
     raise_file_limit(6000)
     job_id = held_job(plain)
     api = api_process(plain)
-    request = f"GET /status/{job_id}?wait=20 HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    request = f"GET /status/{job_id}?wait=20 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
     sockets = []
     try:
         for _ in range(2000):
@@ -127,7 +127,7 @@ def test_long_polls_past_max_waiters_are_answered_at_once(tight: ServiceProcess)
 def test_a_long_poll_ends_when_its_client_goes_away(tight: ServiceProcess) -> None:
     """Three abandoned long-polls free their places at once: a fourth one waits."""
     job_id = held_job(tight)
-    request = f"GET /status/{job_id}?wait=30 HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    request = f"GET /status/{job_id}?wait=30 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
     for _ in range(3):
         with connect(tight) as sock:
             sock.sendall(request)
@@ -160,7 +160,7 @@ def test_slow_headers_are_closed(tight: ServiceProcess) -> None:
 
 
 def test_slow_body_is_closed(tight: ServiceProcess) -> None:
-    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
     with connect(tight) as sock:
         sock.sendall(head + b"Content-Length: 100000\r\n\r\n")
         start = time.monotonic()

@@ -156,7 +156,7 @@ def test_a_full_disk_while_storing_media_is_a_507(tmp_path: Path) -> None:
 def test_status_stays_fast_beside_a_16_mb_job_and_long_polls(tmp_path: Path) -> None:
     with running_service(tmp_path, "queue_front.py", max_workers=1, gpus="none") as service:
         with http_client(service.url, timeout=60) as client:
-            huge = client.post("/hold", json={"seconds": 30, "pad": "p" * 16_000_000})
+            huge = client.post("/hold", json={"seconds": 30, "pad": "p" * 15_000_000})
             huge_id = huge.json()["job_id"]
             small = client.post("/echo", json={"text": "x"}).json()["job_id"]
             stop = threading.Event()
