@@ -415,6 +415,30 @@ MUTANTS: tuple[Mutant, ...] = (
         "an HTTPS media URL is checked against the dialled address, not its host name"
         " (issue 16, 5: this test was skipped without cryptography)",
     ),
+    # --- issue 23 (a new user's first hour) --------------------------------------------------------
+    Mutant(
+        "store-cancel-empties-inputs",
+        "apipod/store/sql.py",
+        "\"UPDATE jobs SET status = 'cancelled', error = ?, finished_at = ?,\"",
+        "\"UPDATE jobs SET status = 'cancelled', error = ?, finished_at = ?, inputs = '{}',\"",
+        (
+            f"{CONTRACT}::test_a_cancelled_job_keeps_its_inputs_and_files_until_its_ttl",
+            f"{RESULTS}::test_a_cancelled_job_queued_or_running_is_retried_to_finished",
+        ),
+        "a cancelled job's inputs are emptied: its retry fails with 'Field required'",
+    ),
+    Mutant(
+        "store-cancel-frees-files",
+        "apipod/store/sqlstore.py",
+        "            return self.get_state(job_id, with_result=True)\n        self._notify_result",
+        "            return self.get_state(job_id, with_result=True)\n"
+        "        self.discard_files(job_id)\n        self._notify_result",
+        (
+            f"{CONTRACT}::test_a_cancelled_job_keeps_its_inputs_and_files_until_its_ttl",
+            f"{RESULTS}::test_a_cancelled_job_queued_or_running_is_retried_to_finished",
+        ),
+        "a cancelled job's uploaded files are deleted at once: its retry cannot read them",
+    ),
 )
 
 

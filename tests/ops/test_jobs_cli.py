@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import (
+    TERMINAL,
     ServiceProcess,
     apipod_command,
     http_client,
@@ -78,9 +79,14 @@ def test_jobs_commands_on_a_running_service(tmp_path: Path) -> None:
         # cancel a running job from the shell: the supervisor stops it
         running = submit(client, "/work", {"steps": 400, "delay": 0.05})
         wait_for_status(client, running, {"processing"})
+        waiting = submit(client, "/work", {"steps": 2, "delay": 0})
+        assert apipod_json(service, "jobs", "cancel", waiting)["status"] == "cancelled"
         assert apipod_json(service, "jobs", "cancel", running)["status"] == "cancelled"
         assert client.get(f"/status/{running}").json()["status"] == "cancelled"
         ready_workers(client)  # the worker stopped the job and serves again
+        # a cancelled job keeps its inputs: retried, it runs with them (issue 23)
+        assert apipod_json(service, "jobs", "retry", waiting)["status"] == "queued"
+        assert wait_for_status(client, waiting, TERMINAL)["result"] == {"steps": 2}
 
         # workers
         workers = apipod_json(service, "workers")
@@ -95,7 +101,7 @@ def test_jobs_commands_on_a_running_service(tmp_path: Path) -> None:
         purged = apipod_json(service, "jobs", "purge", "--status", "cancelled")
         assert purged == {"deleted": 1}
         left = {r["id"] for r in apipod_json(service, "jobs", "ls")}
-        assert left == {done, failing, queued}
+        assert left == {done, failing, queued, waiting}
         assert client.get(f"/status/{running}").status_code == 404
         apipod(service, "jobs", "show", running, expect=1)
 
