@@ -439,6 +439,25 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         "a cancelled job's uploaded files are deleted at once: its retry cannot read them",
     ),
+    Mutant(
+        "supervisor-second-sigint-ignored",
+        "apipod/supervisor/arbiter.py",
+        "            if self._stop_now_requested():\n                return False\n",
+        "",
+        (
+            "tests/supervisor/test_lifecycle.py::"
+            "test_a_second_ctrl_c_stops_at_once_and_requeues_the_running_job",
+        ),
+        "a second Ctrl-C during the shutdown's grace is ignored: the supervisor waits it out",
+    ),
+    Mutant(
+        "config-data-dir-follows-cwd",
+        "apipod/app/pod.py",
+        "self.apply_config(Config.load(self.settings, flags=flags, defaults=defaults))",
+        "self.apply_config(Config.load(self.settings, flags=flags))",
+        ("tests/ops/test_jobs_cli.py::test_one_service_file_finds_the_same_jobs_from_any_folder",),
+        "the default data dir follows the current folder, not the service file",
+    ),
 )
 
 

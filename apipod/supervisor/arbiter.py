@@ -306,21 +306,25 @@ class Supervisor:
         depths = self._try_store(self.store.queue_depths) if self.store else None
         queued = "unknown (store unavailable)" if depths is None else sum(depths.values())
         logger.info(
-            "stopping: %d job(s) running on %d worker(s) (grace %.0f s), %s queued",
+            "stopping: waiting up to %.0f s (shutdown_grace_s) for %d running job(s) on %d"
+            " worker(s) to finish, %s queued; press Ctrl-C again to stop now (running jobs"
+            " then go back to the queue)",
+            self.config.shutdown_grace_s,
             busy,
             len(running),
-            self.config.shutdown_grace_s,
             queued,
         )
         for slot in running:
             slot.worker.terminate()
         if self.api is not None:
             self.api.process.terminate()
-        self._wait_for_workers(running, self.config.shutdown_grace_s)
+        finished = self._wait_for_workers(running, self.config.shutdown_grace_s)
         for slot in running:
             if slot.worker is not None and slot.worker.process.is_alive():
                 logger.warning(
-                    "worker %s did not finish in time; killing it", slot.worker.worker_id
+                    "worker %s %s; killing it",
+                    slot.worker.worker_id,
+                    "did not finish in time" if finished else "stopped at once",
                 )
                 slot.worker.kill()
                 slot.worker.process.join(timeout=5)
@@ -330,15 +334,29 @@ class Supervisor:
             self.api.stop()
         logger.info("supervisor stopped")
 
-    def _wait_for_workers(self, slots: list[WorkerSlot], grace_s: float) -> None:
+    def _wait_for_workers(self, slots: list[WorkerSlot], grace_s: float) -> bool:
+        """Wait for ``slots``' workers to exit, at most ``grace_s``; False when a second
+        SIGINT/SIGTERM cut the wait short (the caller then kills them at once)."""
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
             alive = [s for s in slots if s.worker and s.worker.process.is_alive()]
             if not alive:
-                return
+                return True
+            if self._stop_now_requested():
+                return False
             wait([s.worker.process.sentinel for s in alive], timeout=TICK_S)
             for slot in slots:
                 self._read_messages(slot, time.monotonic())
+        return True
+
+    def _stop_now_requested(self) -> bool:
+        """A SIGINT or SIGTERM queued since the shutdown began (a second Ctrl-C)."""
+        signals = set(self._signals)
+        self._signals.clear()
+        if not signals & {signal.SIGINT, signal.SIGTERM}:
+            return False
+        logger.warning("second stop signal: stopping now; running jobs go back to the queue")
+        return True
 
     def _flush_pending(self, within_s: float) -> None:
         deadline = time.monotonic() + within_s
