@@ -458,6 +458,62 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/ops/test_jobs_cli.py::test_one_service_file_finds_the_same_jobs_from_any_folder",),
         "the default data dir follows the current folder, not the service file",
     ),
+    Mutant(
+        "reload-ignores-changes",
+        "apipod/supervisor/arbiter.py",
+        "if not changed or self._stopping:",
+        "if True:",
+        ("tests/supervisor/test_reload.py",),
+        "apipod start --reload never restarts the API and the workers",
+    ),
+    Mutant(
+        "reload-loses-the-running-job",
+        "apipod/supervisor/reload.py",
+        "writes.extend(d for d in slot.at_shutdown() if isinstance(d, StoreCall))",
+        "slot.at_shutdown()",
+        ("tests/supervisor/test_reload.py",),
+        "a job running during a reload is not requeued: it waits for its lease, then counts",
+    ),
+    Mutant(
+        "import-warning-never",
+        "apipod/loader.py",
+        "if took_s <= SLOW_IMPORT_S and grew_mb <= HEAVY_IMPORT_MB:",
+        "if True:",
+        (
+            "tests/test_loader.py::test_a_slow_import_logs_one_warning_naming_on_worker_start",
+            (
+                "tests/supervisor/test_lifecycle.py::"
+                "test_a_model_loaded_at_import_warns_once_and_stays_out_of_the_supervisor"
+            ),
+        ),
+        "a service that loads a model at import time starts without a word",
+    ),
+    Mutant(
+        "import-warning-in-every-process",
+        "apipod/supervisor/api_process.py",
+        "    app = load_app(target)\n",
+        "    app = load_app(target, warn_if_heavy=True)\n",
+        (
+            (
+                "tests/supervisor/test_lifecycle.py::"
+                "test_a_model_loaded_at_import_warns_once_and_stays_out_of_the_supervisor"
+            ),
+        ),
+        "the heavy-import warning is logged by the API process too, not once",
+    ),
+    Mutant(
+        "supervisor-keeps-the-service",
+        "apipod/cli.py",
+        "if target is not None:  # apipod start",
+        "if False:  # apipod start",
+        (
+            (
+                "tests/supervisor/test_lifecycle.py::"
+                "test_a_model_loaded_at_import_warns_once_and_stays_out_of_the_supervisor"
+            ),
+        ),
+        "the supervisor keeps the service it imported (and a model loaded at import)",
+    ),
 )
 
 

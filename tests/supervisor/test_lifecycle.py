@@ -317,3 +317,23 @@ def test_api_process_stays_small_while_workers_hold_the_model(tmp_path: Path) ->
         if "api" in body:  # /health may describe the API process as well
             assert body["api"]["pid"] == api_pid
             assert body["api"]["rss_bytes"] < 150 * 1024 * 1024
+
+
+def test_a_model_loaded_at_import_warns_once_and_stays_out_of_the_supervisor(
+    tmp_path: Path,
+) -> None:
+    """Issue 23, 5: one warning naming on_worker_start (not one per process), and the
+    supervisor runs without the service (it imported it only to read its settings)."""
+    with (
+        running_service(tmp_path, "queue_import_model.py", max_workers=1, gpus="none") as svc,
+        client_for(svc) as client,
+    ):
+        [worker] = ready_workers(client, 1, timeout=60)
+        assert run_job(client, "/size")["result"] == {"model_bytes": 256 * 1024 * 1024}
+        log = full_log(svc)
+        assert count_in_log(svc, "@app.on_worker_start") == 1, log
+        assert "importing queue_import_model took" in log
+        supervisor_rss = psutil.Process(svc.process.pid).memory_info().rss
+        worker_rss = psutil.Process(worker["pid"]).memory_info().rss
+        assert worker_rss > 256 * 1024 * 1024
+        assert supervisor_rss < worker_rss - 200 * 1024 * 1024, (supervisor_rss, worker_rss)
