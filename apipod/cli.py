@@ -7,10 +7,11 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apipod import __version__
-from apipod.errors import APIPodError
+from apipod.errors import APIPodError, ConfigError
 from apipod.logs import LOG_FORMATS, bind_process, quiet_status_polls, setup_logging
 from apipod.ops import cli as ops_cli
 
@@ -78,6 +79,12 @@ def _add_start(commands: Any) -> None:
         help="'text' for people (default) or 'json': one object per line with the job id, "
         "endpoint, worker and GPU, for log collectors",
     )
+    start.add_argument(
+        "--reload",
+        action="store_true",
+        help="development: restart the API and the workers when a *.py file in the service's "
+        "folder changes (running jobs go back to the queue)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,7 +108,9 @@ def _start(args: argparse.Namespace) -> int:
     # say; APIPod(...) and apipod.json apply once the config is read, after the import.
     early_format = args.log_format or os.environ.get("APIPOD_LOG_FORMAT", "text")
     setup_logging(args.log_level or "info", early_format)
-    app = load_app(args.target)
+    import apipod.app.pod  # noqa: F401 - the framework first: the import below measures the service
+
+    app = load_app(args.target, warn_if_heavy=True)
     settings = {
         key: getattr(args, key)
         for key in (
@@ -117,7 +126,9 @@ def _start(args: argparse.Namespace) -> int:
             "log_format",
         )
     }
-    return run_app(app, host=args.host, port=args.port, target=args.target, **settings)
+    return run_app(
+        app, host=args.host, port=args.port, target=args.target, reload=args.reload, **settings
+    )
 
 
 def run_app(
@@ -125,11 +136,18 @@ def run_app(
     host: str | None = None,
     port: int | None = None,
     target: str | None = None,
+    reload: bool = False,
     **settings: Any,
 ) -> int:
-    """Serve ``app``: uvicorn alone in synchronous mode, the supervisor in queue mode."""
+    """Serve ``app``: uvicorn alone in synchronous mode, the supervisor in queue mode.
+    ``reload``: restart the API and the workers when the service's files change."""
     config = app.configure(host=host, port=port, **settings)
     setup_logging(config.log_level, config.log_format)
+    if reload and not config.queue_enabled:
+        raise ConfigError(
+            "--reload restarts the workers of queue mode (compute='serverless'); for a"
+            " synchronous service run: uvicorn <module>:app --reload"
+        )
     if not config.queue_enabled:
         import uvicorn
 
@@ -152,9 +170,21 @@ def run_app(
         return 0
     from apipod.loader import target_of
     from apipod.supervisor.arbiter import Supervisor
+    from apipod.supervisor.handoff import exec_supervisor
 
     endpoints = [f"{'|'.join(s.methods)} {path}" for path, s in app.endpoints.items()]
-    return Supervisor(config, target or target_of(app), endpoints).run()
+    reload_dir = _service_folder(app) if reload else None
+    if target is not None:  # apipod start: the supervisor need not keep the service
+        exec_supervisor(config, target, endpoints, reload_dir)
+    # app.start(): this process is the user's own script, the service itself; replacing
+    # it would skip what the script does after start(). Its supervisor keeps the import.
+    return Supervisor(config, target_of(app), endpoints, reload_dir).run()
+
+
+def _service_folder(app: APIPod) -> Path:
+    if not app.source_file or not Path(app.source_file).is_file():
+        raise ConfigError("--reload needs the service's file; start it as a file or module")
+    return Path(app.source_file).resolve().parent
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:

@@ -1,9 +1,11 @@
 """One ``Config``, built once at start.
 
 Precedence (highest first): ``apipod start`` flags > environment (``APIPOD_*``) >
-``APIPod(...)`` arguments > ``apipod-deploy/apipod.json`` > defaults. ``data_dir`` is made
-absolute (from the current directory) the moment it is read, so every process and every
-message names the same folder. Every problem (unknown key, bad value,
+``APIPod(...)`` arguments > ``apipod-deploy/apipod.json`` > defaults. The default
+``data_dir`` is ``apipod-data`` beside the service file (:func:`service_defaults`), so one
+service finds the same jobs whichever folder it is started from; a ``data_dir`` that is
+set is made absolute (from the current directory) the moment it is read, so every process
+and every message names the same folder. Every problem (unknown key, bad value,
 unsupported provider) raises :class:`ConfigError` with a message that says what to fix.
 """
 
@@ -27,6 +29,7 @@ PROVIDERS = ("localhost",)
 ROLES = ("all", "api", "workers")
 RESULT_IMAGE_FORMATS = ("png", "jpeg")
 DEPLOY_FILE = Path("apipod-deploy") / "apipod.json"
+DATA_DIR_NAME = "apipod-data"
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class Config:
     job_ttl: float = 3600.0
     job_timeout: float = 3600.0
     max_attempts: int = 3
-    data_dir: str = "./apipod-data"
+    data_dir: str = f"./{DATA_DIR_NAME}"
     database_url: str | None = None
     api_key: str | None = None
     role: str = "all"
@@ -111,12 +114,14 @@ class Config:
         env: Mapping[str, str] | None = None,
         deploy_file: Path | None = None,
         flags: Mapping[str, Any] | None = None,
+        defaults: Mapping[str, Any] | None = None,
     ) -> Config:
-        """Build the config from its sources, highest precedence last applied: the deploy
-        file, ``overrides`` (``APIPod(...)`` arguments), ``env``, then ``flags`` (the
-        command line). ``None`` values never override."""
+        """Build the config from its sources, highest precedence last applied:
+        ``defaults`` (e.g. :func:`service_defaults`), the deploy file, ``overrides``
+        (``APIPod(...)`` arguments), ``env``, then ``flags`` (the command line). ``None``
+        values never override."""
         env = os.environ if env is None else env
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(defaults or {})
         values.update(_read_deploy_file(deploy_file or DEPLOY_FILE))
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
         values.update(_read_env(env))
@@ -150,6 +155,15 @@ class Config:
                 value = ",".join(value)
             out[f"APIPOD_{f.name.upper()}"] = str(value)
         return out
+
+
+def service_defaults(service_file: str | os.PathLike[str] | None) -> dict[str, str]:
+    """The defaults that follow the service file: ``data_dir`` is ``apipod-data`` beside
+    it (absolute). Empty when there is no such file (``python -c``, an interactive
+    session): the data dir then follows the current directory."""
+    if service_file is None or not Path(service_file).is_file():
+        return {}
+    return {"data_dir": str(Path(service_file).resolve().parent / DATA_DIR_NAME)}
 
 
 def _read_deploy_file(path: Path) -> dict[str, Any]:

@@ -9,7 +9,9 @@ depend on the HTTP front end.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
+import time
 import traceback
 from pathlib import Path
 from types import ModuleType
@@ -21,6 +23,11 @@ if TYPE_CHECKING:
     from apipod.app.pod import APIPod
 
 TARGET_FORMS = "a file (service.py), a module (package.service) or module:attribute"
+#: An import slower or heavier than this most likely loads a model (see :func:`load_app`).
+SLOW_IMPORT_S = 2.0
+HEAVY_IMPORT_MB = 200.0
+
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -35,19 +42,45 @@ class ServiceApp(Protocol):
     def configure(self, **overrides: Any) -> Any: ...
 
 
-def load_app(target: str) -> APIPod:
+def load_app(target: str, *, warn_if_heavy: bool = False) -> APIPod:
     """Import the service and return its ``APIPod`` instance.
 
     ``target`` is a file (``service.py``, or ``service`` when ``service.py`` exists;
     imported as a module from its folder so that every process imports it under the
     same name), a module, or either of these followed by ``:attribute``. An exception
     while importing raises :class:`ServiceLoadError` carrying the full traceback.
+    ``warn_if_heavy``: log one warning when the import took over ``SLOW_IMPORT_S`` or
+    grew this process by over ``HEAVY_IMPORT_MB`` (the first import only: the API and
+    every worker import the service again, and would say the same).
     """
     module_part, _, attribute = target.partition(":")
     if not module_part:
         raise ServiceLoadError(f"{target!r}: name the service as {TARGET_FORMS}")
+    started, rss_before = time.monotonic(), _rss_mb()
     module = _import(module_part, target)
+    if warn_if_heavy:
+        _warn_if_heavy(module.__name__, time.monotonic() - started, _rss_mb() - rss_before)
     return _find_app(module, attribute or None, target)
+
+
+def _warn_if_heavy(module_name: str, took_s: float, grew_mb: float) -> None:
+    if took_s <= SLOW_IMPORT_S and grew_mb <= HEAVY_IMPORT_MB:
+        return
+    logger.warning(
+        "importing %s took %.1f s and grew memory by %.0f MB: the API process and every"
+        " worker import it too, and pay that again. If it loads a model, load it in a"
+        " function decorated with @app.on_worker_start instead: that runs only in the"
+        " workers, once each",
+        module_name,
+        took_s,
+        grew_mb,
+    )
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 1e6
 
 
 def _import(module_part: str, target: str) -> ModuleType:

@@ -797,6 +797,104 @@ MUTANTS: tuple[Mutant, ...] = (
         'base_url = str(request.base_url) if request else ""',
         (f"{HOSTS}::test_public_url_makes_every_url",),
         "result URLs follow the request's host although public_url is set",
+    # --- issue 23 (a new user's first hour) --------------------------------------------------------
+    Mutant(
+        "store-cancel-empties-inputs",
+        "apipod/store/sql.py",
+        "\"UPDATE jobs SET status = 'cancelled', error = ?, finished_at = ?,\"",
+        "\"UPDATE jobs SET status = 'cancelled', error = ?, finished_at = ?, inputs = '{}',\"",
+        (
+            f"{CONTRACT}::test_a_cancelled_job_keeps_its_inputs_and_files_until_its_ttl",
+            f"{RESULTS}::test_a_cancelled_job_queued_or_running_is_retried_to_finished",
+        ),
+        "a cancelled job's inputs are emptied: its retry fails with 'Field required'",
+    ),
+    Mutant(
+        "store-cancel-frees-files",
+        "apipod/store/sqlstore.py",
+        "            return self.get_state(job_id, with_result=True)\n        self._notify_result",
+        "            return self.get_state(job_id, with_result=True)\n"
+        "        self.discard_files(job_id)\n        self._notify_result",
+        (
+            f"{CONTRACT}::test_a_cancelled_job_keeps_its_inputs_and_files_until_its_ttl",
+            f"{RESULTS}::test_a_cancelled_job_queued_or_running_is_retried_to_finished",
+        ),
+        "a cancelled job's uploaded files are deleted at once: its retry cannot read them",
+    ),
+    Mutant(
+        "supervisor-second-sigint-ignored",
+        "apipod/supervisor/arbiter.py",
+        "            if self._stop_now_requested():\n                return False\n",
+        "",
+        (
+            "tests/supervisor/test_lifecycle.py::"
+            "test_a_second_ctrl_c_stops_at_once_and_requeues_the_running_job",
+        ),
+        "a second Ctrl-C during the shutdown's grace is ignored: the supervisor waits it out",
+    ),
+    Mutant(
+        "config-data-dir-follows-cwd",
+        "apipod/app/pod.py",
+        "self.apply_config(Config.load(self.settings, flags=flags, defaults=defaults))",
+        "self.apply_config(Config.load(self.settings, flags=flags))",
+        ("tests/ops/test_jobs_cli.py::test_one_service_file_finds_the_same_jobs_from_any_folder",),
+        "the default data dir follows the current folder, not the service file",
+    ),
+    Mutant(
+        "reload-ignores-changes",
+        "apipod/supervisor/arbiter.py",
+        "if not changed or self._stopping:",
+        "if True:",
+        ("tests/supervisor/test_reload.py",),
+        "apipod start --reload never restarts the API and the workers",
+    ),
+    Mutant(
+        "reload-loses-the-running-job",
+        "apipod/supervisor/reload.py",
+        "writes.extend(d for d in slot.at_shutdown() if isinstance(d, StoreCall))",
+        "slot.at_shutdown()",
+        ("tests/supervisor/test_reload.py",),
+        "a job running during a reload is not requeued: it waits for its lease, then counts",
+    ),
+    Mutant(
+        "import-warning-never",
+        "apipod/loader.py",
+        "if took_s <= SLOW_IMPORT_S and grew_mb <= HEAVY_IMPORT_MB:",
+        "if True:",
+        (
+            "tests/test_loader.py::test_a_slow_import_logs_one_warning_naming_on_worker_start",
+            (
+                "tests/supervisor/test_lifecycle.py::"
+                "test_a_model_loaded_at_import_warns_once_and_stays_out_of_the_supervisor"
+            ),
+        ),
+        "a service that loads a model at import time starts without a word",
+    ),
+    Mutant(
+        "import-warning-in-every-process",
+        "apipod/supervisor/api_process.py",
+        "    app = load_app(target)\n",
+        "    app = load_app(target, warn_if_heavy=True)\n",
+        (
+            (
+                "tests/supervisor/test_lifecycle.py::"
+                "test_a_model_loaded_at_import_warns_once_and_stays_out_of_the_supervisor"
+            ),
+        ),
+        "the heavy-import warning is logged by the API process too, not once",
+    ),
+    Mutant(
+        "supervisor-keeps-the-service",
+        "apipod/cli.py",
+        "if target is not None:  # apipod start",
+        "if False:  # apipod start",
+        (
+            (
+                "tests/supervisor/test_lifecycle.py::"
+                "test_a_model_loaded_at_import_warns_once_and_stays_out_of_the_supervisor"
+            ),
+        ),
+        "the supervisor keeps the service it imported (and a model loaded at import)",
     ),
 )
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from apipod import APIPod
-from apipod.config import Config
+from apipod.config import Config, service_defaults
 from apipod.errors import ConfigError
 
 NO_ENV: dict[str, str] = {}
@@ -44,6 +44,33 @@ def test_defaults(tmp_path: Path) -> None:
     assert (config.job_ttl, config.job_timeout, config.max_attempts) == (3600.0, 3600.0, 3)
     assert (config.database_url, config.api_key) == (None, None)
     assert config.data_dir == str(Path.cwd() / "apipod-data")
+
+
+def test_the_default_data_dir_sits_beside_the_service_file(tmp_path: Path) -> None:
+    service = tmp_path / "project" / "service.py"
+    service.parent.mkdir()
+    service.write_text("")
+    beside = service_defaults(service)
+    missing = tmp_path / "missing.json"
+    config = Config.load({}, env=NO_ENV, deploy_file=missing, defaults=beside)
+    assert config.data_dir == str(tmp_path / "project" / "apipod-data")
+    # every explicit setting wins over it
+    explicit = str(tmp_path / "chosen")
+    chosen = [
+        Config.load({}, env={"APIPOD_DATA_DIR": explicit}, deploy_file=missing, defaults=beside),
+        Config.load({"data_dir": explicit}, env=NO_ENV, deploy_file=missing, defaults=beside),
+        Config.load(
+            {}, env=NO_ENV, deploy_file=missing, flags={"data_dir": explicit}, defaults=beside
+        ),
+        Config.load(
+            {},
+            env=NO_ENV,
+            deploy_file=deploy_file(tmp_path, {"queue": {"data_dir": explicit}}),
+            defaults=beside,
+        ),
+    ]
+    assert [c.data_dir for c in chosen] == [explicit] * 4
+    assert service_defaults(None) == {} and service_defaults("<stdin>") == {}
 
 
 def test_default_database_is_sqlite_in_the_data_dir(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ helper()
 def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    for name in ("svc_good", "svc_broken", "svc_two"):
+    for name in ("svc_good", "svc_broken", "svc_two", "svc_slow", "svc_quick"):
         sys.modules.pop(name, None)
     return tmp_path
 
@@ -97,3 +97,20 @@ def test_the_command_prints_the_traceback_and_exits_non_zero(tmp_path: Path) -> 
     assert result.returncode == 2
     assert f'File "{path}", line 7, in helper' in result.stderr, result.stderr
     assert "NameError: name 'missing_name_42' is not defined" in result.stderr
+
+
+def test_a_slow_import_logs_one_warning_naming_on_worker_start(
+    folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over 2 s (or 200 MB) to import: most likely a model loaded at import time."""
+    (folder / "svc_slow.py").write_text(
+        "import time\n" + GOOD.format(title="s") + "time.sleep(2.1)\n"
+    )
+    (folder / "svc_quick.py").write_text(GOOD.format(title="q"))
+    with caplog.at_level("WARNING", logger="apipod.loader"):
+        load_app("svc_quick.py", warn_if_heavy=True)
+        assert caplog.records == []
+        load_app("svc_slow.py", warn_if_heavy=True)
+    [record] = caplog.records
+    assert "importing svc_slow took 2." in record.getMessage()
+    assert "@app.on_worker_start" in record.getMessage()

@@ -46,7 +46,13 @@ from apipod.app.openai import OpenAIRoutes
 from apipod.app.queue import QueueFrontEnd, install_job_routes, wait_seconds
 from apipod.app.stream import StreamHub, install_stream_route, sync_stream_response
 from apipod.app.webhooks import webhook_policy, webhook_request, with_webhook
-from apipod.config import COMPUTE_MODES, PROVIDERS, RESULT_IMAGE_FORMATS, Config
+from apipod.config import (
+    COMPUTE_MODES,
+    PROVIDERS,
+    RESULT_IMAGE_FORMATS,
+    Config,
+    service_defaults,
+)
 from apipod.endpoint import EndpointSpec, build_spec
 from apipod.errors import APIPodError, ConfigError, EndpointDefinitionError, client_error_text
 from apipod.media.urlpolicy import UrlPolicy
@@ -82,10 +88,10 @@ class APIPod(FastAPI):
             compute, provider = _from_simulate(simulate, compute, provider)
         settings.update(compute=compute, provider=provider)
         self.settings: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
-        self.config = Config.load(self.settings)
+        self.source_file = _caller_file()
+        self.config = Config.load(self.settings, defaults=service_defaults(self.source_file))
         self.endpoints: dict[str, EndpointSpec] = {}
         self.worker_start_hooks: list[Callable[[], Any]] = []
-        self.source_file = _caller_file()
         self.queue = QueueFrontEnd(self.config)
         self.inflight = self.queue.inflight = InflightBudget(int(self.config.max_inflight_mb * 1e6))
         self._media_pool = ThreadPoolExecutor(MEDIA_THREADS, thread_name_prefix="apipod-media")
@@ -113,7 +119,8 @@ class APIPod(FastAPI):
     # --- configuration ---------------------------------------------------------------------
     def configure(self, **flags: Any) -> Config:
         """Re-read the config with command-line flags, which win over everything."""
-        self.apply_config(Config.load(self.settings, flags=flags))
+        defaults = service_defaults(self.source_file)
+        self.apply_config(Config.load(self.settings, flags=flags, defaults=defaults))
         return self.config
 
     def apply_config(self, config: Config) -> None:

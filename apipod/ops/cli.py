@@ -1,7 +1,11 @@
 """``apipod jobs ls|show|cancel|retry|purge``, ``apipod workers`` and ``apipod init``.
 
 The job commands open the same store as the server (the SQLite file in the data dir, or
-``--database-url``) and work while it runs: the store is the single source of truth, so a
+``--database-url``) and work while it runs. They find the data dir as ``apipod start``
+does: ``--data-dir``, ``APIPOD_DATA_DIR``, ``apipod-deploy/apipod.json``, else
+``apipod-data`` beside ``--service FILE``, else in the current folder; a missing store is
+an error that names the folder and the rule that chose it. The store is the single source
+of truth: the store is the single source of truth, so a
 job cancelled here is stopped by its supervisor and a retried job is picked up by any
 worker. Output is a table for people, or JSON with ``--json`` for scripts.
 """
@@ -10,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from apipod.config import DATA_DIR_NAME, DEPLOY_FILE, Config, service_defaults
 from apipod.errors import ConfigError
 from apipod.ops.render import job_detail, job_row, print_table, worker_row
 from apipod.store import JobStatus, JobStore, open_store
@@ -58,7 +64,14 @@ def _store_parser(
 ) -> argparse.ArgumentParser:
     parser = parent.add_parser(name, help=summary, description=summary)
     parser.add_argument("--database-url", help="job store URL (default: SQLite in the data dir)")
-    parser.add_argument("--data-dir", help="data directory (default ./apipod-data)")
+    parser.add_argument(
+        "--service",
+        metavar="FILE",
+        help="the service file: its data dir (apipod-data beside it) as 'apipod start' finds it",
+    )
+    parser.add_argument(
+        "--data-dir", help="data directory (default: apipod-data beside --service, else in .)"
+    )
     parser.add_argument("--json", action="store_true", help="JSON for scripts")
     parser.set_defaults(run=lambda args: _with_store(args, run))
     return parser
@@ -74,21 +87,37 @@ def parse_duration(text: str) -> float:
 
 @contextmanager
 def _store(args: argparse.Namespace) -> Iterator[JobStore]:
-    from apipod.config import Config
-
-    overrides = {"database_url": args.database_url, "data_dir": args.data_dir}
-    config = Config.load({k: v for k, v in overrides.items() if v})
-    sqlite_file = Path(config.data_dir).resolve() / "apipod.db"
+    config, source = _locate(args)
+    sqlite_file = Path(config.data_dir) / "apipod.db"
     if config.database_url is None and not sqlite_file.is_file():
         raise ConfigError(
-            f"no job store at {sqlite_file}; pass --data-dir or --database-url"
-            " (or run this from the service's folder)"
+            f"no job store at {sqlite_file} (the data dir {source}); run this in the"
+            " service file's folder, or pass --service path/to/service.py, --data-dir or"
+            " --database-url"
         )
     store = open_store(config.resolved_database_url, config.data_dir)
     try:
         yield store
     finally:
         store.close()
+
+
+def _locate(args: argparse.Namespace) -> tuple[Config, str]:
+    """The config the job commands use, and which rule chose its data dir (for errors)."""
+    defaults = service_defaults(args.service)
+    if args.service and not defaults:
+        raise ConfigError(f"no service file {args.service} (from --service)")
+    flags = {"database_url": args.database_url, "data_dir": args.data_dir}
+    config = Config.load(flags=flags, defaults=defaults)
+    if args.data_dir:
+        return config, "from --data-dir"
+    if os.environ.get("APIPOD_DATA_DIR"):
+        return config, "from APIPOD_DATA_DIR"
+    if config.data_dir == defaults.get("data_dir"):
+        return config, f"beside {args.service}"
+    if config.data_dir == str(Path.cwd() / DATA_DIR_NAME):
+        return config, f"in the current folder {Path.cwd()}"
+    return config, f"from {DEPLOY_FILE}"
 
 
 def _with_store(

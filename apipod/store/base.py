@@ -101,9 +101,9 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def cancel(self, job_id: str) -> Job | None:
         """Queued or processing → cancelled (terminal at once; a running worker notices
-        through ``heartbeat``/``set_progress`` returning False). No one may read the
-        inputs of a cancelled job any more: they and its files are freed at once.
-        Terminal jobs are left as they are. Returns the job after the change (without inputs and result, as
+        through ``heartbeat``/``set_progress`` returning False). Like every ended job, a
+        cancelled one keeps its inputs and files until its TTL, so :meth:`retry` can run
+        it again. Terminal jobs are left as they are. Returns the job after the change (without inputs and result, as
         :meth:`get_state` reads it), or None when unknown."""
 
     def list_jobs(

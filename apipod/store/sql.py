@@ -349,7 +349,7 @@ class Statements:
     )
     recover: str = release_sql("lease_expires_at < ?")
     cancel: str = (
-        "UPDATE jobs SET status = 'cancelled', error = ?, finished_at = ?, inputs = '{}',"
+        "UPDATE jobs SET status = 'cancelled', error = ?, finished_at = ?,"
         " lease_expires_at = NULL WHERE id = ? AND status IN ('queued', 'processing')"
         f" RETURNING {STATE_COLS}"
     )

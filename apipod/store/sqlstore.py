@@ -182,7 +182,6 @@ class SqlJobStore(ChunksMixin, FilesMixin, OperationsMixin, WebhookOutboxMixin, 
         rows = self._write_rows(self._sql.cancel, (CANCELLED_ERROR, format_ts(utcnow()), job_id))
         if not rows:
             return self.get_state(job_id, with_result=True)
-        self.discard_files(job_id)
         self._notify_result(job_id)
         return row_to_job(rows[0])
 

@@ -100,10 +100,16 @@ class ApiProcess:
         self.process = self._spawn()
         return True
 
-    def stop(self) -> None:
+    def restart(self, grace_s: float) -> None:
+        """Stop the process (killed after ``grace_s``) and start a new one that imports
+        the service afresh."""
+        self.stop(grace_s)
+        self.process = self._spawn()
+
+    def stop(self, grace_s: float = 10.0) -> None:
         if self.process.is_alive():
             self.process.terminate()
-        self.process.join(timeout=10)
+        self.process.join(timeout=grace_s)
         if self.process.is_alive():
             self.process.kill()
             self.process.join(timeout=5)

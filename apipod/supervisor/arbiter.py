@@ -36,6 +36,7 @@ from apipod.supervisor.children import new_worker_id, start_worker
 from apipod.supervisor.datalock import DataDirLock
 from apipod.supervisor.gpus import check_gpus_exist, gpu_for_worker, resolve_gpus
 from apipod.supervisor.lifecycle import Decision, Kill, Phase, StoreCall, WorkerSlot
+from apipod.supervisor.reload import FileWatcher, stop_workers
 from apipod.supervisor.startup import banner, release_dead_workers
 from apipod.supervisor.webhooks import WebhookSender
 from apipod.worker.messages import WorkerSpec
@@ -54,13 +55,22 @@ KILL_WAIT_S = 2.0
 # The loop must stay responsive (timeouts, cancels, reaping) while another process holds
 # the SQLite write lock: a write gives up after this long and is retried later.
 STORE_BUSY_TIMEOUT_S = 0.5
+# --reload is for a developer waiting on the new code: open requests get this long.
+RELOAD_API_GRACE_S = 1.0
 
 
 class Supervisor:
     """Runs until SIGTERM/SIGINT, then shuts down gracefully and returns 0; returns
     non-zero when it had to halt (a model that never loads, an API that cannot start)."""
 
-    def __init__(self, config: Config, target: str, endpoints: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        config: Config,
+        target: str,
+        endpoints: Sequence[str] = (),
+        reload_dir: Path | None = None,
+    ) -> None:
+        """``reload_dir``: restart the API and the workers when its ``*.py`` change."""
         self.config = config
         self.target = target
         self.endpoints = list(endpoints)
@@ -75,11 +85,15 @@ class Supervisor:
         self._store_backoff = Backoff(cap=1.0)
         self._store_retry_at = 0.0
         self._signals: deque[int] = deque()
+        self._wake_write_fd = -1
         self._stopping = False
         self._exit_code = 0
         self._next_lease_sweep = 0.0
         self._next_cancel_poll = 0.0
         self._lock = DataDirLock(config.data_dir)
+        self._reload_dir = reload_dir
+        self._watcher: FileWatcher | None = None
+        self._waiting_for_fix = False
 
     # --- main loop -------------------------------------------------------------------------
     def run(self) -> int:
@@ -88,6 +102,9 @@ class Supervisor:
         try:
             wakeup_fd = self._install_signal_handlers()
             self._start()
+            if self._reload_dir is not None:
+                self._watcher = FileWatcher(self._reload_dir, self._wake_write_fd)
+                self._watcher.start()
             while not self._stopping:
                 self._tick(wakeup_fd)
             self._shutdown()
@@ -99,6 +116,8 @@ class Supervisor:
             self._stop_children_now()
             self._exit_code = 1
         finally:
+            if self._watcher is not None:
+                self._watcher.stop()
             if self.webhooks is not None:
                 self.webhooks.stop()
             if self.store is not None:
@@ -140,6 +159,7 @@ class Supervisor:
         wait(waitables, timeout=TICK_S)
         _drain(wakeup_fd)
         self._handle_signals()
+        self._reload_if_changed()
         now = time.monotonic()
         for slot in self.slots:
             self._read_messages(slot, now)
@@ -211,10 +231,37 @@ class Supervisor:
                 self._read_messages(slot, now)  # what it said just before exiting
                 self._apply(slot, slot.on_exit(worker.process.exitcode, now))
         api = self.api
-        if api is not None and not api.process.is_alive() and not api.restart_after_exit():
-            self._exit_code = 1
-            self._stopping = True
-            self.api = None
+        if api is None or api.process.is_alive() or self._waiting_for_fix:
+            return
+        if api.restart_after_exit():
+            return
+        if self._watcher is not None:
+            self._wait_for_fix("the API process cannot start")
+            return
+        self._exit_code = 1
+        self._stopping = True
+        self.api = None
+
+    def _reload_if_changed(self) -> None:
+        changed = self._watcher.changed() if self._watcher is not None else []
+        if not changed or self._stopping:
+            return
+        logger.info(
+            "--reload: %s changed; restarting the API and the workers (running jobs go back"
+            " to the queue)",
+            ", ".join(changed),
+        )
+        self._pending.extend(stop_workers(self.slots))
+        self._apply_pending()
+        if self.api is not None:
+            self.api.restart(grace_s=RELOAD_API_GRACE_S)
+        self._waiting_for_fix = False
+
+    def _wait_for_fix(self, what: str) -> None:
+        """With --reload, a service that fails to load waits for the next save."""
+        if not self._waiting_for_fix:
+            logger.error("%s; fix the service and save: --reload restarts it", what)
+        self._waiting_for_fix = True
 
     def _check_clocks(self, now: float) -> None:
         poll_jobs = now >= self._next_cancel_poll
@@ -266,6 +313,9 @@ class Supervisor:
         up on ``on_worker_start``, the service cannot serve; say why and exit."""
         if not self.slots or not all(s.phase is Phase.GIVEN_UP for s in self.slots):
             return
+        if self._watcher is not None:
+            self._wait_for_fix("on_worker_start failed in every worker slot")
+            return
         last = self.slots[-1]
         logger.critical(
             "halting: on_worker_start failed %d times in a row in every worker slot; "
@@ -283,6 +333,7 @@ class Supervisor:
         os.set_blocking(read_fd, False)
         os.set_blocking(write_fd, False)
         signal.set_wakeup_fd(write_fd)
+        self._wake_write_fd = write_fd
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, lambda signum, _frame: self._signals.append(signum))
         return read_fd
@@ -306,21 +357,25 @@ class Supervisor:
         depths = self._try_store(self.store.queue_depths) if self.store else None
         queued = "unknown (store unavailable)" if depths is None else sum(depths.values())
         logger.info(
-            "stopping: %d job(s) running on %d worker(s) (grace %.0f s), %s queued",
+            "stopping: waiting up to %.0f s (shutdown_grace_s) for %d running job(s) on %d"
+            " worker(s) to finish, %s queued; press Ctrl-C again to stop now (running jobs"
+            " then go back to the queue)",
+            self.config.shutdown_grace_s,
             busy,
             len(running),
-            self.config.shutdown_grace_s,
             queued,
         )
         for slot in running:
             slot.worker.terminate()
         if self.api is not None:
             self.api.process.terminate()
-        self._wait_for_workers(running, self.config.shutdown_grace_s)
+        finished = self._wait_for_workers(running, self.config.shutdown_grace_s)
         for slot in running:
             if slot.worker is not None and slot.worker.process.is_alive():
                 logger.warning(
-                    "worker %s did not finish in time; killing it", slot.worker.worker_id
+                    "worker %s %s; killing it",
+                    slot.worker.worker_id,
+                    "did not finish in time" if finished else "stopped at once",
                 )
                 slot.worker.kill()
                 slot.worker.process.join(timeout=5)
@@ -330,15 +385,29 @@ class Supervisor:
             self.api.stop()
         logger.info("supervisor stopped")
 
-    def _wait_for_workers(self, slots: list[WorkerSlot], grace_s: float) -> None:
+    def _wait_for_workers(self, slots: list[WorkerSlot], grace_s: float) -> bool:
+        """Wait for ``slots``' workers to exit, at most ``grace_s``; False when a second
+        SIGINT/SIGTERM cut the wait short (the caller then kills them at once)."""
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
             alive = [s for s in slots if s.worker and s.worker.process.is_alive()]
             if not alive:
-                return
+                return True
+            if self._stop_now_requested():
+                return False
             wait([s.worker.process.sentinel for s in alive], timeout=TICK_S)
             for slot in slots:
                 self._read_messages(slot, time.monotonic())
+        return True
+
+    def _stop_now_requested(self) -> bool:
+        """A SIGINT or SIGTERM queued since the shutdown began (a second Ctrl-C)."""
+        signals = set(self._signals)
+        self._signals.clear()
+        if not signals & {signal.SIGINT, signal.SIGTERM}:
+            return False
+        logger.warning("second stop signal: stopping now; running jobs go back to the queue")
+        return True
 
     def _flush_pending(self, within_s: float) -> None:
         deadline = time.monotonic() + within_s

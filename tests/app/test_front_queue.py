@@ -123,13 +123,13 @@ def test_media_without_a_row_are_swept_at_start_and_modes_are_private(tmp_path: 
         assert (data / "apipod.db").stat().st_mode & 0o777 == 0o600
         [stored] = (data / "files" / submitted["job_id"]).iterdir()
         assert stored.stat().st_mode & 0o777 == 0o600
-        # a cancelled job's inputs are freed at once
+        # a cancelled job keeps its inputs until its TTL, so that it can be retried
         hold = httpx.post(f"{service.url}/hold", json={"seconds": 30}, timeout=30).json()
         queued = httpx.post(f"{service.url}/image", json={"picture": b64(PNG)}, timeout=30)
         queued_id = queued.json()["job_id"]
         assert (data / "files" / queued_id).exists()
         httpx.post(f"{service.url}/cancel/{queued_id}", timeout=30)
-        assert not (data / "files" / queued_id).exists()
+        assert (data / "files" / queued_id).exists()
         httpx.post(f"{service.url}/cancel/{hold['job_id']}", timeout=30)
 
 

@@ -1,6 +1,7 @@
 """Queue mode end to end, on every store backend: a media result keeps its file name and
-content type, a long-poll answers as soon as its job ends (woken, not polled), and a
-chunked upload over the limit is refused while it streams, storing nothing."""
+content type, a long-poll answers as soon as its job ends (woken, not polled), a chunked
+upload over the limit is refused while it streams, storing nothing, and a cancelled job,
+queued or running, is retried to ``finished`` with its uploaded file."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from media_toolkit import ImageFile
 
 from tests.helpers import ServiceProcess, http_client, running_service
 from tests.store.postgres_db import fresh_database
-from tests.supervisor.support import ready_workers
+from tests.supervisor.support import ready_workers, wait_until
 
 # Starts whole queue-mode services (supervisor, API, workers) per test: the full tier.
 pytestmark = pytest.mark.slow
@@ -129,3 +130,23 @@ def test_a_chunked_upload_over_the_limit_is_refused_and_stores_nothing(
     stored_after = set(files_dir.iterdir()) if files_dir.exists() else set()
     assert stored_after == stored_before
     assert client.post("/noop", params={"wait": 10}, json={}).json()["status"] == "finished"
+
+
+def test_a_cancelled_job_queued_or_running_is_retried_to_finished(client: httpx.Client) -> None:
+    """Issue 23: cancel kept the status but emptied the inputs, so a retry failed with
+    ``Field required``. Both jobs upload their image as a file part."""
+    pixels = np.full((4, 4, 3), 10, dtype=np.uint8)
+    files = {"image": ("in.png", ImageFile().from_np_array(pixels).to_bytes(), "image/png")}
+    running = client.post("/invert", files=files, data={"steps": 60}).json()["job_id"]
+    queued = client.post("/invert", files=files).json()["job_id"]
+    wait_until(lambda: client.get(f"/status/{running}").json().get("progress"), 30, "progress")
+    for job_id in (queued, running):
+        assert client.post(f"/cancel/{job_id}").json()["status"] == "cancelled"
+    ready_workers(client, 1, timeout=60)  # the worker noticed and serves again
+    for job_id in (queued, running):
+        assert client.post(f"/retry/{job_id}").json()["status"] == "queued"
+    for job_id in (queued, running):
+        body = client.get(f"/status/{job_id}", params={"wait": 60}).json()
+        assert body["status"] == "finished", body
+        inverted = ImageFile().from_bytes(base64.b64decode(body["result"]["content"]))
+        assert int(inverted.to_np_array()[0, 0, 0]) == 245

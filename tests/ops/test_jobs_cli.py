@@ -5,6 +5,7 @@ shell would."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,18 @@ from typing import Any
 import pytest
 
 from tests.helpers import (
+    SERVICES,
+    TERMINAL,
     ServiceProcess,
     apipod_command,
+    free_port,
     http_client,
     running_service,
+    service_env,
     wait_for_status,
 )
 from tests.supervisor.support import ready_workers, submit
+from tests.test_cli import Service
 
 pytestmark = pytest.mark.slow
 
@@ -78,9 +84,14 @@ def test_jobs_commands_on_a_running_service(tmp_path: Path) -> None:
         # cancel a running job from the shell: the supervisor stops it
         running = submit(client, "/work", {"steps": 400, "delay": 0.05})
         wait_for_status(client, running, {"processing"})
+        waiting = submit(client, "/work", {"steps": 2, "delay": 0})
+        assert apipod_json(service, "jobs", "cancel", waiting)["status"] == "cancelled"
         assert apipod_json(service, "jobs", "cancel", running)["status"] == "cancelled"
         assert client.get(f"/status/{running}").json()["status"] == "cancelled"
         ready_workers(client)  # the worker stopped the job and serves again
+        # a cancelled job keeps its inputs: retried, it runs with them (issue 23)
+        assert apipod_json(service, "jobs", "retry", waiting)["status"] == "queued"
+        assert wait_for_status(client, waiting, TERMINAL)["result"] == {"steps": 2}
 
         # workers
         workers = apipod_json(service, "workers")
@@ -95,7 +106,7 @@ def test_jobs_commands_on_a_running_service(tmp_path: Path) -> None:
         purged = apipod_json(service, "jobs", "purge", "--status", "cancelled")
         assert purged == {"deleted": 1}
         left = {r["id"] for r in apipod_json(service, "jobs", "ls")}
-        assert left == {done, failing, queued}
+        assert left == {done, failing, queued, waiting}
         assert client.get(f"/status/{running}").status_code == 404
         apipod(service, "jobs", "show", running, expect=1)
 
@@ -105,6 +116,43 @@ def test_job_commands_refuse_a_missing_store(tmp_path: Path) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "no job store" in done.stderr and not (tmp_path / "nowhere").exists()
+    assert f"{tmp_path / 'nowhere' / 'apipod.db'} (the data dir from --data-dir)" in done.stderr
+
+
+def test_one_service_file_finds_the_same_jobs_from_any_folder(tmp_path: Path) -> None:
+    """Issue 23, 4: the default data dir sits beside the service file, not in the folder
+    ``apipod start`` ran from; the job commands find it from that file's folder or with
+    ``--service``, and elsewhere say where they looked."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(SERVICES / "queue_ok.py", project / "service.py")
+    env = {k: v for k, v in service_env(tmp_path / "unused").items() if k != "APIPOD_DATA_DIR"}
+    port = free_port()
+    env.update(APIPOD_PORT=str(port), APIPOD_MAX_WORKERS="1", APIPOD_GPUS="none")
+    args = apipod_command("start", str(project / "service.py"))
+    service = Service(args, env, port, tmp_path / "service.log", cwd=elsewhere).start()
+    try:
+        service.wait_until("/health", status=200, timeout=60)
+        assert f"data dir {project / 'apipod-data'}" in service.log()
+        with http_client(service.url, timeout=30) as client:
+            job = submit(client, "/noop")
+            wait_for_status(client, job, {"finished"})
+
+        def ls(cwd: Path, *flags: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+            command = apipod_command("jobs", "ls", "--json", *flags)
+            done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+            assert done.returncode == expect, done.stdout + done.stderr
+            return done
+
+        assert [r["id"] for r in json.loads(ls(project).stdout)] == [job]
+        beside = ls(elsewhere, "--service", str(project / "service.py"))
+        assert [r["id"] for r in json.loads(beside.stdout)] == [job]
+        lost = ls(elsewhere, expect=2).stderr
+        assert f"{elsewhere / 'apipod-data' / 'apipod.db'} (the data dir in the current" in lost
+        assert "--service" in lost and not (elsewhere / "apipod-data").exists()
+    finally:
+        service.stop()
 
 
 def test_purge_refuses_bad_durations(tmp_path: Path) -> None:

@@ -57,8 +57,12 @@ def short(seconds: float = 5.0) -> dict:
 
 
 @app.endpoint("/invert")
-def invert(image: ImageFile, job_progress: JobProgress) -> ImageFile:
+def invert(image: ImageFile, job_progress: JobProgress, steps: int = 0) -> ImageFile:
+    """With ``steps``, first ``steps`` steps of 0.05 s that report progress (cancellable)."""
     pixels = image.to_np_array()
+    for i in range(steps):
+        time.sleep(0.05)
+        job_progress.set_status(0.5 * (i + 1) / steps, f"step {i + 1}/{steps}")
     job_progress.set_status(0.5, "inverting")
     return ImageFile(file_name="inverted.png").from_np_array(255 - pixels, img_type="png")
 

@@ -508,11 +508,23 @@ def test_wait_for_results_wakes_on_finish(
 
 
 # --- disk --------------------------------------------------------------------------------------
-def test_cancel_frees_the_inputs_and_files_at_once(store: JobStore) -> None:
-    job = submit(store, inputs={"prompt": "x" * 10_000})
-    ref = store.put_file(job.id, "in.png", b"\x89PNG" * 1000)
-    store.cancel(job.id)
-    assert store.get(job.id).inputs == {}
+def test_a_cancelled_job_keeps_its_inputs_and_files_until_its_ttl(store: JobStore) -> None:
+    """Queued or running when cancelled, a job can be retried: its inputs and files stay
+    until the TTL deletes them with the job, as for every ended job (issue 23)."""
+    for running in (False, True):
+        job = submit(store, inputs={"prompt": "x" * 10_000})
+        ref = store.put_file(job.id, "in.png", b"\x89PNG" * 1000)
+        if running:
+            claimed(store)
+        store.cancel(job.id)
+        assert store.get(job.id).inputs == {"prompt": "x" * 10_000}
+        assert store.read_file(ref) == b"\x89PNG" * 1000
+        assert store.retry(job.id) is not None
+        again = claimed(store)
+        assert again.id == job.id and again.inputs == {"prompt": "x" * 10_000}
+        store.cancel(job.id)
+    time.sleep(0.3)
+    assert store.expire(ttl_s=0.2) == 2
     with pytest.raises(FileNotFoundError):
         store.read_file(ref)
 

@@ -118,6 +118,38 @@ def test_sigterm_past_the_grace_requeues_the_job_and_a_restart_runs_it(
     assert not problems, "\n".join(problems)
 
 
+def test_a_second_ctrl_c_stops_at_once_and_requeues_the_running_job(tmp_path: Path) -> None:
+    """Issue 23, 6: the first SIGINT says what the shutdown waits for and that a second one
+    stops now; the second kills the worker and requeues its job without counting it."""
+    settings = {"max_workers": 1, "gpus": "none", "shutdown_grace_s": 60}
+    with (
+        running_service(tmp_path, "queue_ok.py", **settings) as service,
+        client_for(service) as client,
+    ):
+        ready_workers(client, 1)
+        job_id = submit(client, "/steps", {"count": 80, "delay": 0.1})
+        processing(client, job_id)
+        service.signal(signal.SIGINT)
+        said = "waiting up to 60 s (shutdown_grace_s) for 1 running job(s)"
+        wait_until(lambda: said in full_log(service), 15, "the first Ctrl-C's log line")
+        assert "press Ctrl-C again to stop now" in full_log(service)
+        assert service.process.poll() is None  # still waiting for the job
+        started = time.monotonic()
+        service.signal(signal.SIGINT)
+        code = service.process.wait(timeout=30)
+        took = time.monotonic() - started
+        assert code == 0 and took < 5, f"exit {code} after {took:.1f} s:\n{service.log()}"
+        row = job_row(db_path(service), job_id)
+        assert (row["status"], row["attempts"]) == ("queued", 0), row
+    again = restart(service, tmp_path / "restart.log", max_workers=1, gpus="none")
+    try:
+        with client_for(again) as client:
+            done = wait_terminal(client, job_id, timeout=60)
+        assert done["status"] == "finished" and done["result"] == {"steps": 80}, done
+    finally:
+        again.stop()
+
+
 def test_restart_after_kill_9_requeues_the_interrupted_job(tmp_path: Path) -> None:
     with (
         running_service(tmp_path, "queue_ok.py", max_workers=1, gpus="none") as service,
@@ -285,3 +317,23 @@ def test_api_process_stays_small_while_workers_hold_the_model(tmp_path: Path) ->
         if "api" in body:  # /health may describe the API process as well
             assert body["api"]["pid"] == api_pid
             assert body["api"]["rss_bytes"] < 150 * 1024 * 1024
+
+
+def test_a_model_loaded_at_import_warns_once_and_stays_out_of_the_supervisor(
+    tmp_path: Path,
+) -> None:
+    """Issue 23, 5: one warning naming on_worker_start (not one per process), and the
+    supervisor runs without the service (it imported it only to read its settings)."""
+    with (
+        running_service(tmp_path, "queue_import_model.py", max_workers=1, gpus="none") as svc,
+        client_for(svc) as client,
+    ):
+        [worker] = ready_workers(client, 1, timeout=60)
+        assert run_job(client, "/size")["result"] == {"model_bytes": 256 * 1024 * 1024}
+        log = full_log(svc)
+        assert count_in_log(svc, "@app.on_worker_start") == 1, log
+        assert "importing queue_import_model took" in log
+        supervisor_rss = psutil.Process(svc.process.pid).memory_info().rss
+        worker_rss = psutil.Process(worker["pid"]).memory_info().rss
+        assert worker_rss > 256 * 1024 * 1024
+        assert supervisor_rss < worker_rss - 200 * 1024 * 1024, (supervisor_rss, worker_rss)
