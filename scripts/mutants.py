@@ -797,6 +797,7 @@ MUTANTS: tuple[Mutant, ...] = (
         'base_url = str(request.base_url) if request else ""',
         (f"{HOSTS}::test_public_url_makes_every_url",),
         "result URLs follow the request's host although public_url is set",
+    ),
     # --- issue 23 (a new user's first hour) --------------------------------------------------------
     Mutant(
         "store-cancel-empties-inputs",

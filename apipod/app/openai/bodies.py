@@ -13,7 +13,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from apipod.app.budget import Reservation
-from apipod.app.inputs import _check_declared_length, _limited_receive, _read_body
+from apipod.app.inputs import BodyLimits, _check_declared_length, _limited_receive, _read_body
 from apipod.app.jsonbody import parse_json_inputs
 from apipod.app.openai.kinds import CHAT, EMBEDDING, IMAGE, TRANSCRIPTION, Binding, Kind
 from apipod.endpoint import InputValidationError
@@ -46,14 +46,15 @@ class Call:
 
 
 async def read_document(
-    request: Request, kind: Kind, binding: Binding, limit: int, memory: Reservation
+    request: Request, kind: Kind, binding: Binding, limits: BodyLimits, memory: Reservation
 ) -> dict[str, Any]:
     """The body as a dict of the request's fields. ``binding``: any endpoint of the kind
     (its parameter name carries the document through the JSON parser)."""
-    _check_declared_length(request, limit)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     multipart = content_type == "multipart/form-data"
-    receive = _limited_receive(request.receive, limit, None if multipart else memory.take)
+    limit, what = limits.body_limit(content_type, kind is TRANSCRIPTION)
+    _check_declared_length(request, limit, what)
+    receive = _limited_receive(request.receive, limit, what, None if multipart else memory.take)
     limited = Request(request.scope, receive=receive)
     if multipart and kind is TRANSCRIPTION:
         return await _from_form(limited, limit, memory)
@@ -64,7 +65,8 @@ async def read_document(
         raise _invalid("", "the request body is empty: send the request as a JSON object")
     name = binding.param.encode()
     wrapped = b'{"' + name + b'":' + bytes(body) + b"}"
-    document = parse_json_inputs(wrapped, binding.spec).get(binding.param)
+    parsed = parse_json_inputs(wrapped, binding.spec, limits.json_bytes, memory.take)
+    document = parsed.get(binding.param)
     if not isinstance(document, dict):
         raise _invalid("", "the JSON body must be an object")
     return document

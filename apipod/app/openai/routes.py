@@ -17,6 +17,7 @@ from starlette.types import Scope
 
 from apipod.app.auth import unauthorized_response
 from apipod.app.calls import media_objects
+from apipod.app.inputs import BodyLimits
 from apipod.app.openai import errors, jobs
 from apipod.app.openai.answer import Reply, answer, respond, streams, value_records
 from apipod.app.openai.bodies import make_call, read_document
@@ -138,10 +139,11 @@ class OpenAIRoutes:
         app = self._app
         spec = (binding or self._bindings[kind.name][0]).spec
         limit = int((spec.max_upload_file_size_mb or app.config.max_upload_file_size_mb) * 1e6)
+        limits = BodyLimits(limit, int(app.config.max_json_mb * 1e6))
         memory = app.inflight.open()
         try:
             document = await read_document(
-                request, kind, binding or self._bindings[kind.name][0], limit, memory
+                request, kind, binding or self._bindings[kind.name][0], limits, memory
             )
             binding = binding or self._pick(kind, document.get("model"))
             call = make_call(binding, document)
