@@ -415,6 +415,60 @@ MUTANTS: tuple[Mutant, ...] = (
         "an HTTPS media URL is checked against the dialled address, not its host name"
         " (issue 16, 5: this test was skipped without cryptography)",
     ),
+    # --- issue 23: the deploy path installs this project -----------------------------------
+    Mutant(
+        "deploy-image-installs-apipod-by-name",
+        "apipod-deploy/Dockerfile",
+        'python3 -m pip install "$wheel" "$@"',
+        'python3 -m pip install "apipod[gpu,postgres]" "$@"',
+        (
+            "tests/ops/test_deploy.py::"
+            "test_the_dockerfile_installs_this_project_never_the_name_from_an_index",
+        ),
+        "the image installs `apipod` from the package index: another project (issue 23, 2)",
+    ),
+    Mutant(
+        "deploy-compose-builds-every-box",
+        "apipod-deploy/compose.yaml",
+        "x-apipod: &apipod\n  image: apipod-service\n",
+        "x-apipod: &apipod\n  build:\n    context: ..\n    dockerfile: apipod-deploy/Dockerfile\n"
+        "  image: apipod-service\n",
+        (
+            "tests/ops/test_deploy.py::test_compose_runs_one_api_box_and_two_worker_boxes_on_postgres",
+        ),
+        "compose builds the same image once per box (issue 23, 2)",
+    ),
+    Mutant(
+        "deploy-init-writes-no-wheel",
+        "apipod/ops/scaffold.py",
+        "wheel = write_wheel(folder / WHEELS)",
+        "wheel = None",
+        (
+            "tests/ops/test_deploy_install.py::"
+            "test_the_dockerfile_install_and_start_commands_serve_the_starter_service",
+        ),
+        "apipod init leaves wheels/ empty: the image cannot install APIPod (issue 23, 2)",
+    ),
+    Mutant(
+        "deploy-init-writes-no-dockerignore",
+        "apipod/ops/scaffold.py",
+        'targets = {folder / "service.py": None, folder / IGNORE_FILE: source / IGNORE_TEMPLATE}',
+        'targets = {folder / "service.py": None}',
+        (
+            "tests/ops/test_deploy_install.py::"
+            "test_the_dockerfile_install_and_start_commands_serve_the_starter_service",
+        ),
+        "apipod init writes no .dockerignore: apipod-data/ and .venv go into the image"
+        " (issue 23, 2)",
+    ),
+    Mutant(
+        "deploy-systemd-unit-outside-the-venv",
+        "apipod-deploy/apipod.service",
+        "ExecStart=/opt/apipod/venv/bin/apipod start service.py",
+        "ExecStart=/usr/local/bin/apipod start service.py",
+        ("tests/ops/test_deploy.py::test_systemd_unit_passes_systemd_analyze_verify",),
+        "the systemd unit starts an apipod outside the venv it installs into (issue 23, 2)",
+    ),
 )
 
 
