@@ -469,6 +469,17 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/ops/test_deploy.py::test_systemd_unit_passes_systemd_analyze_verify",),
         "the systemd unit starts an apipod outside the venv it installs into (issue 23, 2)",
     ),
+    Mutant(
+        "store-psycopg-hint-installs-another-project",
+        "apipod/store/__init__.py",
+        "pip install 'psycopg[binary]>=3.2' (APIPod's",
+        "pip install 'apipod[postgres]' (APIPod's",
+        (
+            "tests/store/test_postgres.py::"
+            "test_without_psycopg_the_error_names_the_driver_not_the_index_name",
+        ),
+        "the missing-driver hint installs apipod from the index: another project (issue 23, 2)",
+    ),
 )
 
 
