@@ -897,6 +897,71 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         "the supervisor keeps the service it imported (and a model loaded at import)",
     ),
+    # --- issue 23: the deploy path installs this project -----------------------------------
+    Mutant(
+        "deploy-image-installs-apipod-by-name",
+        "apipod-deploy/Dockerfile",
+        'python3 -m pip install "$wheel" "$@"',
+        'python3 -m pip install "apipod[gpu,postgres]" "$@"',
+        (
+            "tests/ops/test_deploy.py::"
+            "test_the_dockerfile_installs_this_project_never_the_name_from_an_index",
+        ),
+        "the image installs `apipod` from the package index: another project (issue 23, 2)",
+    ),
+    Mutant(
+        "deploy-compose-builds-every-box",
+        "apipod-deploy/compose.yaml",
+        "x-apipod: &apipod\n  image: apipod-service\n",
+        "x-apipod: &apipod\n  build:\n    context: ..\n    dockerfile: apipod-deploy/Dockerfile\n"
+        "  image: apipod-service\n",
+        (
+            "tests/ops/test_deploy.py::test_compose_runs_one_api_box_and_two_worker_boxes_on_postgres",
+        ),
+        "compose builds the same image once per box (issue 23, 2)",
+    ),
+    Mutant(
+        "deploy-init-writes-no-wheel",
+        "apipod/ops/scaffold.py",
+        "wheel = write_wheel(folder / WHEELS)",
+        "wheel = None",
+        (
+            "tests/ops/test_deploy_install.py::"
+            "test_the_dockerfile_install_and_start_commands_serve_the_starter_service",
+        ),
+        "apipod init leaves wheels/ empty: the image cannot install APIPod (issue 23, 2)",
+    ),
+    Mutant(
+        "deploy-init-writes-no-dockerignore",
+        "apipod/ops/scaffold.py",
+        'targets = {folder / "service.py": None, folder / IGNORE_FILE: source / IGNORE_TEMPLATE}',
+        'targets = {folder / "service.py": None}',
+        (
+            "tests/ops/test_deploy_install.py::"
+            "test_the_dockerfile_install_and_start_commands_serve_the_starter_service",
+        ),
+        "apipod init writes no .dockerignore: apipod-data/ and .venv go into the image"
+        " (issue 23, 2)",
+    ),
+    Mutant(
+        "deploy-systemd-unit-outside-the-venv",
+        "apipod-deploy/apipod.service",
+        "ExecStart=/opt/apipod/venv/bin/apipod start service.py",
+        "ExecStart=/usr/local/bin/apipod start service.py",
+        ("tests/ops/test_deploy.py::test_systemd_unit_passes_systemd_analyze_verify",),
+        "the systemd unit starts an apipod outside the venv it installs into (issue 23, 2)",
+    ),
+    Mutant(
+        "store-psycopg-hint-installs-another-project",
+        "apipod/store/__init__.py",
+        "pip install 'psycopg[binary]>=3.2' (APIPod's",
+        "pip install 'apipod[postgres]' (APIPod's",
+        (
+            "tests/store/test_postgres.py::"
+            "test_without_psycopg_the_error_names_the_driver_not_the_index_name",
+        ),
+        "the missing-driver hint installs apipod from the index: another project (issue 23, 2)",
+    ),
 )
 
 

@@ -78,7 +78,8 @@ def _open_postgres(url: URL, data_dir: str | Path) -> JobStore:
         from apipod.store.postgres import PostgresStore
     except ImportError as exc:
         raise ConfigError(
-            f"PostgreSQL needs psycopg 3 ({exc}); install it with pip install 'apipod[postgres]'"
+            f"PostgreSQL needs psycopg 3 ({exc}): pip install 'psycopg[binary]>=3.2' (APIPod's"
+            " postgres extra; not 'apipod[postgres]' from the package index, another project)"
         ) from exc
     conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
     return PostgresStore(conninfo, data_dir)

@@ -186,19 +186,26 @@ def test_oversized_head_gets_431(tight: ServiceProcess) -> None:
     assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
 
 
+def health_p90(service: ServiceProcess) -> float:
+    """The 90th percentile of 20 ``/health`` round trips, in seconds."""
+    timings = []
+    with http_client(service.url, timeout=10) as client:
+        for _ in range(20):
+            start = time.monotonic()
+            assert client.get("/health").status_code == 200
+            timings.append(time.monotonic() - start)
+            time.sleep(0.02)
+    return statistics.quantiles(timings, n=10)[-1]
+
+
 def test_health_is_fast_with_a_thousand_connections_open(plain: ServiceProcess) -> None:
     raise_file_limit(4000)
+    alone = health_p90(plain)  # the same box, the same moment: its load is in both
     sockets = [connect(plain) for _ in range(1000)]
     try:
         time.sleep(0.5)
-        timings = []
-        with http_client(plain.url, timeout=10) as client:
-            for _ in range(20):
-                start = time.monotonic()
-                assert client.get("/health").status_code == 200
-                timings.append(time.monotonic() - start)
-                time.sleep(0.02)
-        assert statistics.quantiles(timings, n=10)[-1] < 0.1, timings
+        crowded = health_p90(plain)
+        assert crowded < max(0.1, 3 * alone), f"p90 {crowded:.3f} s, {alone:.3f} s alone"
     finally:
         for sock in sockets:
             sock.close()
@@ -214,5 +221,4 @@ def test_many_clients_get_503_not_a_reset_past_max_connections(tmp_path: Path) -
         finally:
             for sock in sockets:
                 sock.close()
-        time.sleep(0.3)
-        assert httpx.get(f"{service.url}/health", timeout=10).status_code == 200
+        service.wait_until("/health", status=200, timeout=30)  # once the server saw them close

@@ -247,7 +247,7 @@ def test_finished_jobs_expire_after_ttl(tmp_path: Path) -> None:
         assert int(inverted.to_np_array()[0, 0, 0]) == 55
         files_dir = Path(svc.env["APIPOD_DATA_DIR"]) / "files" / body["job_id"]
         assert files_dir.exists()
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60  # job_ttl 1 s: the sweep's cadence and the load
         while http.get(f"/status/{body['job_id']}").status_code != 404:
             assert time.monotonic() < deadline, "job not expired"
             time.sleep(0.2)

@@ -181,7 +181,7 @@ def test_cancel_stops_the_generator_at_its_next_yield(
     assert snapshots(events)[-1]["status"] == "cancelled"
     side = Path(service.env["APIPOD_DATA_DIR"]) / "side.log"
     exited = lambda: side.exists() and f"{token} GeneratorExit" in side.read_text()  # noqa: E731
-    wait_until(exited, 5, f"GeneratorExit in the job:\n{full_log(service)[-3000:]}")
+    wait_until(exited, 30, f"GeneratorExit in the job:\n{full_log(service)[-3000:]}")
     time.sleep(0.5)
     written = outputs(read_stream(client, job_id))
     assert 3 <= len(written) <= 3 + 10  # stopped within the status check (0.25 s) + a yield

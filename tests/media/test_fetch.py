@@ -232,7 +232,7 @@ def test_default_policy_refuses_non_public_addresses(server: _Server, url: str) 
     started = time.monotonic()
     error = _refused(url.format(port=server.server_address[1]), UrlPolicy(timeout_s=5))
     assert "non-public address" in str(error)
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 2.5  # refused before any connect: not the 5 s timeout
     assert server.requests == []
 
 
@@ -394,8 +394,9 @@ def test_size_cap_with_and_without_content_length(server: _Server, path: str) ->
     started = time.monotonic()
     error = _refused(server.url(path), SMALL)
     assert "larger than the limit of 0.1 MB" in str(error)
-    # /huge-declared never sends its body: only the Content-Length check can answer fast.
-    assert time.monotonic() - started < 1.0
+    # /huge-declared never sends its body: only the Content-Length check can answer before
+    # the 5 s timeout.
+    assert time.monotonic() - started < 2.5
 
 
 @pytest.mark.parametrize("path", ["/stall-headers", "/stall-body", "/trickle"])

@@ -1,5 +1,6 @@
 """``apipod-deploy/``: the settings template, Dockerfile, compose file and systemd unit,
-checked as far as this machine can; and ``apipod init`` producing a service that runs."""
+checked as far as this machine can (``test_deploy_install.py`` runs the Dockerfile's own
+install and start commands)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ import pytest
 import yaml
 
 from apipod.config import Config
-from apipod.ops.scaffold import DEPLOY_FILES, deploy_templates_dir
-from tests.helpers import ServiceProcess, apipod_command, free_port, http_client, service_env
+from apipod.ops.scaffold import deploy_templates_dir
 
 DEPLOY = Path(__file__).resolve().parents[2] / "apipod-deploy"
 QUEUE_SETTINGS = {
@@ -77,9 +77,13 @@ def test_compose_runs_one_api_box_and_two_worker_boxes_on_postgres() -> None:
     for name in ("api", "worker-1", "worker-2"):
         service = services[name]
         assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
-        assert service["build"]["dockerfile"] == "apipod-deploy/Dockerfile"
+        assert service["image"] == "apipod-service"
         assert service["environment"]["APIPOD_COMPUTE"] == "serverless"
         assert any(v.endswith(":/data") for v in service["volumes"])
+    # one build, by the api service; the workers run its image and never pull it
+    assert [n for n, s in services.items() if "build" in s] == ["api"]
+    assert services["api"]["build"] == {"context": "..", "dockerfile": "apipod-deploy/Dockerfile"}
+    assert {services[n].get("pull_policy") for n in ("worker-1", "worker-2")} == {"never"}
     assert services["api"]["ports"] == ["8000:8000"]
     gpus = [
         services[n]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"]
@@ -108,6 +112,32 @@ def test_dockerfile_is_a_non_root_cuda_box_with_a_health_check() -> None:
     assert [k for k, _ in lines].index("USER") > [k for k, _ in lines].index("RUN")
 
 
+def test_the_dockerfile_installs_this_project_never_the_name_from_an_index() -> None:
+    """``apipod`` on the package index is another project (the original APIPod)."""
+    installs = [a for k, a in _instructions((DEPLOY / "Dockerfile").read_text()) if k == "RUN"]
+    installs = [a for a in installs if "pip install" in a]
+    assert len(installs) == 1 and "set -- wheels/apipod-*.whl" in installs[0]
+    assert 'wheel="$1[gpu,postgres]"' in installs[0]
+    for command in installs[0].split("&&"):
+        if "pip install" in command:  # only the wheel found in wheels/, by its path
+            assert "apipod" not in command.lower() and '"$wheel"' in command, command
+    copies = [a for k, a in _instructions((DEPLOY / "Dockerfile").read_text()) if k == "COPY"]
+    assert "wheel[s]/ /app/wheels/" in copies
+
+
+def test_the_image_leaves_out_the_data_dir_venvs_and_secrets() -> None:
+    ignored = (DEPLOY / "dockerignore").read_text().split()
+    for pattern in (
+        "apipod-data/",
+        ".venv/",
+        ".git/",
+        "**/__pycache__/",
+        "apipod-deploy/secrets.env",
+    ):
+        assert pattern in ignored, pattern
+    assert not any(p.startswith("wheels") for p in ignored)  # what the image installs
+
+
 def _instructions(text: str) -> list[tuple[str, str]]:
     """(KEYWORD, argument) per instruction, continuation lines joined, comments dropped."""
     joined = text.replace("\\\n", " ")
@@ -120,13 +150,20 @@ def _instructions(text: str) -> list[tuple[str, str]]:
     return out
 
 
+def test_the_systemd_unit_says_how_its_user_and_venv_are_made() -> None:
+    unit = (DEPLOY / "apipod.service").read_text()
+    assert "useradd --system" in unit and "User=apipod" in unit
+    assert "python3 -m venv /opt/apipod/venv" in unit
+    assert "/opt/apipod/venv/bin/pip install" in unit and "wheels/apipod-*.whl" in unit
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
 def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     unit = (DEPLOY / "apipod.service").read_text()
-    assert "ExecStart=/usr/local/bin/apipod start service.py" in unit
+    assert "ExecStart=/opt/apipod/venv/bin/apipod start service.py" in unit
     # verify insists that ExecStart's program exists: point it at one that does
     local = tmp_path / "apipod.service"
-    local.write_text(unit.replace("/usr/local/bin/apipod", sys.executable))
+    local.write_text(unit.replace("/opt/apipod/venv/bin/apipod", sys.executable))
     done = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     broken = tmp_path / "broken.service"
@@ -135,32 +172,3 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
         ["systemd-analyze", "verify", str(broken)], capture_output=True, text=True
     )
     assert done.returncode != 0 and "apipod" in done.stderr
-
-
-@pytest.mark.slow
-def test_apipod_init_writes_a_service_that_runs(tmp_path: Path) -> None:
-    folder = tmp_path / "project"
-    done = subprocess.run(apipod_command("init", str(folder)), capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    for name in DEPLOY_FILES:
-        assert (folder / "apipod-deploy" / name).read_bytes() == (DEPLOY / name).read_bytes()
-    again = subprocess.run(apipod_command("init", str(folder)), capture_output=True, text=True)
-    assert again.returncode == 2 and "--force" in again.stderr
-    port = free_port()
-    env = service_env(tmp_path / "data", port=port)
-    service = ServiceProcess(apipod_command("start", "service.py"), env, port, tmp_path / "log")
-    service.process = subprocess.Popen(
-        service.args,
-        cwd=folder,
-        env=env,
-        stdout=(tmp_path / "log").open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        service.wait_until("/health", status=200, timeout=60)
-        with http_client(service.url, timeout=30) as client:
-            body = client.post("/generate", params={"wait": 20}, json={"text": "hi"}).json()
-            assert body["status"] == "finished" and body["result"] == {"text": "HI"}
-    finally:
-        service.stop()

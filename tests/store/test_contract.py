@@ -203,12 +203,18 @@ def test_recover_expired_leases(store: JobStore) -> None:
     retry = submit(store, max_attempts=2)
     last_try = submit(store, max_attempts=1)
     alive = submit(store)
-    claimed(store, "w1", lease_s=0.05)
-    claimed(store, "w2", lease_s=0.05)
+    # 1.5 s leases: not yet expired when checked right after the claims on a loaded box,
+    # and waited for (not slept past) below
+    claimed(store, "w1", lease_s=1.5)
+    claimed(store, "w2", lease_s=1.5)
     claimed(store, "w3", lease_s=60)
     assert store.recover_expired_leases() == []
-    time.sleep(0.1)
-    assert sorted(store.recover_expired_leases()) == sorted([retry.id, last_try.id])
+    recovered: list[str] = []
+    deadline = time.monotonic() + 30
+    while len(recovered) < 2 and time.monotonic() < deadline:
+        recovered += store.recover_expired_leases()
+        time.sleep(0.05)
+    assert sorted(recovered) == sorted([retry.id, last_try.id])
     assert store.get(retry.id).status is JobStatus.QUEUED
     lost = store.get(last_try.id)
     assert lost.status is JobStatus.FAILED and lost.error == "lease expired"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -66,6 +68,20 @@ def test_bad_urls_are_config_errors(tmp_path: Path) -> None:
         open_store("postgresql+psycopg2://u@127.0.0.1/db", tmp_path)
     with pytest.raises(ConfigError, match="must name a database"):
         open_store("postgresql://u@127.0.0.1:5432", tmp_path)
+
+
+def test_without_psycopg_the_error_names_the_driver_not_the_index_name(tmp_path: Path) -> None:
+    """``apipod`` on the package index is another project: the hint installs the driver."""
+    probe = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from apipod.store import open_store\n"
+        f"open_store('postgresql://u@127.0.0.1:5432/db', {str(tmp_path)!r})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("apipod.errors.ConfigError: ") and "psycopg 3" in error, error
+    assert "pip install 'psycopg[binary]>=3.2'" in error, error
+    assert "install 'apipod[" not in error, error
 
 
 def test_unreachable_server_is_store_unavailable_without_the_password(tmp_path: Path) -> None:

@@ -100,7 +100,7 @@ def test_job_timeout_kills_the_worker_and_a_new_one_takes_its_place(
         assert "result" not in done
         assert 0.9 <= seconds_between(done, "started_at", "finished_at") < 4, done["metrics"]
         assert elapsed < 8
-        wait_until(lambda: gone(worker["pid"]), 5, "the hung worker to be killed")
+        wait_until(lambda: gone(worker["pid"]), 30, "the hung worker to be killed")
         replaced(client, {worker["pid"]}, worker["pid"], 1, timeout=30)
     assert f"timed out on worker {worker['id']}; worker killed" in full_log(hangs)
 

@@ -89,11 +89,11 @@ def test_a_batch_waits_for_more_jobs_at_most_batch_wait_ms(store: JobStore) -> N
 
 
 def test_a_job_that_already_waited_batch_wait_ms_runs_at_once(store: JobStore) -> None:
-    batcher = batcher_for(store, wait_ms=300)
+    batcher = batcher_for(store, wait_ms=1000)
     enqueue(store, "/e")
-    time.sleep(0.4)
+    time.sleep(1.1)
     endpoints, took = timed_claim(batcher)
-    assert endpoints == ["/e"] and took < 0.25
+    assert endpoints == ["/e"] and took < 0.75  # waiting again would take 1 s
 
 
 def test_a_full_batch_needs_no_wait(store: JobStore) -> None:
@@ -101,7 +101,7 @@ def test_a_full_batch_needs_no_wait(store: JobStore) -> None:
     ids = [enqueue(store, "/e", x) for x in range(5)]
     start = time.monotonic()
     jobs = batcher.claim()
-    assert [job.id for job in jobs] == ids[:4] and time.monotonic() - start < 1
+    assert [job.id for job in jobs] == ids[:4] and time.monotonic() - start < 2.5  # not 5 s
     assert len({job.batch_id for job in jobs}) == 1
 
 

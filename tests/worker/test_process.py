@@ -47,7 +47,7 @@ def test_a_state_change_during_a_row_write_is_never_lost(store: JobStore) -> Non
         assert row.measuring.wait(10), "the row thread did not write"
         row.update(state=WorkerState.READY)  # the main thread, meanwhile
         row.finish_measuring.set()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while stored_state(store) is not WorkerState.READY and time.monotonic() < deadline:
             time.sleep(0.05)
         assert stored_state(store) is WorkerState.READY

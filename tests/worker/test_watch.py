@@ -170,11 +170,12 @@ def test_report_raises_once_another_worker_owns_the_job(store: JobStore, db_file
 
 
 def test_heartbeats_keep_the_lease_alive(store: JobStore, db_file: Path) -> None:
-    job_id = claimed_job(store, db_file, lease_s=0.6)
+    # Heartbeats come every lease_s / 3: the lease leaves a loaded box 1 s to write one.
+    job_id = claimed_job(store, db_file, lease_s=1.5)
     first = store.get(job_id)
     assert first is not None and first.lease_expires_at is not None
-    with JobWatch(store, job_id, WORKER, lease_s=0.6):
-        for _ in range(6):  # 1.5 s, well past the first lease
+    with JobWatch(store, job_id, WORKER, lease_s=1.5):
+        for _ in range(10):  # 2.5 s, well past the first lease
             time.sleep(0.25)
             assert store.recover_expired_leases() == []
     job = store.get(job_id)
