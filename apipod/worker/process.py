@@ -216,6 +216,13 @@ class Worker:
     def _loop(self, app: APIPod) -> int:
         worker_id, lease_s = self.spec.worker_id, self.spec.config.lease_s
         runner = JobRunner(app, self.store, worker_id, lease_s)
+        try:
+            return self._claim_and_run(app, runner)
+        finally:
+            runner.close()
+
+    def _claim_and_run(self, app: APIPod, runner: JobRunner) -> int:
+        worker_id, lease_s = self.spec.worker_id, self.spec.config.lease_s
         endpoints = app.queued_routes()
         batcher = None
         if Batcher.wanted(app):
