@@ -462,9 +462,9 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "compat-model-defaults-required",
-        "apipod/params.py",
-        "        return self.default is inspect.Parameter.empty and not self.model_fills_itself",
-        "        return self.default is inspect.Parameter.empty",
+        "apipod/endpoint.py",
+        "    if param.model_fills_itself:\n        return Field(default_factory=param.inner)\n",
+        "",
         (f"{TESTCLIENT}::test_a_model_whose_fields_all_have_defaults_takes_an_empty_body",),
         "a model parameter whose fields all have defaults is a 422 on an empty body",
     ),
