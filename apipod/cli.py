@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apipod import __version__
-from apipod.errors import APIPodError, ConfigError
+from apipod.config import COMPUTE_MODES, SIMULATE_TARGETS, simulate_target
+from apipod.errors import APIPodError, ConfigError, started_from_python
 from apipod.logs import LOG_FORMATS, bind_process, quiet_status_polls, setup_logging
 from apipod.ops import cli as ops_cli
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"apipod {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_start(commands)
+    _add_simulate(commands)
     db = commands.add_parser("db", help="job store maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     upgrade = db_commands.add_parser("upgrade", help="apply pending schema migrations")
@@ -46,11 +48,30 @@ def _add_start(commands: Any) -> None:
         "APIPod(...) arguments, which win over apipod-deploy/apipod.json.",
     )
     start.add_argument("target", help="service.py, a module, or module:attribute")
-    start.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    start.add_argument("--port", type=int, help="port to bind (default 8000)")
     start.add_argument(
         "--compute", choices=["dedicated", "serverless"], help="serverless = queue mode"
     )
+    _add_run_flags(start)
+
+
+def _add_simulate(commands: Any) -> None:
+    simulate = commands.add_parser(
+        "simulate",
+        help="run a service as it runs deployed, without code changes (the original "
+        "APIPod's command)",
+        description="apipod simulate [TARGET] SERVICE: run SERVICE in TARGET's mode. "
+        f"TARGET is one of {', '.join(SIMULATE_TARGETS)} (default serverless: the job "
+        "queue with worker processes). APIPOD_SIMULATE=TARGET means the same.",
+        usage="apipod simulate [TARGET] SERVICE [--host HOST] [--port PORT] [flags of start]",
+    )
+    simulate.add_argument("words", nargs="+", metavar="[TARGET] SERVICE")
+    _add_run_flags(simulate)
+
+
+def _add_run_flags(start: argparse.ArgumentParser) -> None:
+    """The flags ``start`` and ``simulate`` share."""
+    start.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    start.add_argument("--port", type=int, help="port to bind (default 8000)")
     start.add_argument("--max-workers", type=int, help="worker processes (queue mode)")
     start.add_argument("--gpus", help="GPU ids for workers: 'auto', 'none' or e.g. '0,1'")
     start.add_argument("--data-dir", help="where the job store and media files live")
@@ -94,11 +115,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             return args.run(args)
         if args.command == "db":
             return _db_upgrade(args)
+        if args.command == "simulate":
+            return _simulate(args)
         return _start(args)
     except APIPodError as exc:
         setup_logging("info")
         logger.error("apipod: %s", exc)
         return 2
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    if len(args.words) > 2:
+        raise ConfigError(f"simulate takes [TARGET] SERVICE, got {' '.join(args.words)!r}")
+    target, service = args.words if len(args.words) == 2 else ("serverless", args.words[0])
+    if len(args.words) == 1 and service.lower().partition("-")[0] in COMPUTE_MODES:
+        raise ConfigError(f"name the service to run: apipod simulate {service} service.py")
+    compute, provider = simulate_target(target)
+    # Before the import: a service written as APIPod() reads its mode from here, as the
+    # original's did (and its endpoints are then registered for that mode).
+    os.environ["APIPOD_SIMULATE"] = target
+    args.target, args.compute, args.provider = service, compute, provider
+    return _start(args)
 
 
 def _start(args: argparse.Namespace) -> int:
@@ -112,9 +149,10 @@ def _start(args: argparse.Namespace) -> int:
 
     app = load_app(args.target, warn_if_heavy=True)
     settings = {
-        key: getattr(args, key)
+        key: getattr(args, key, None)
         for key in (
             "compute",
+            "provider",
             "max_workers",
             "gpus",
             "data_dir",
@@ -129,6 +167,20 @@ def _start(args: argparse.Namespace) -> int:
     return run_app(
         app, host=args.host, port=args.port, target=args.target, reload=args.reload, **settings
     )
+
+
+def start_app(
+    app: APIPod, port: int | None = None, host: str | None = None, **settings: Any
+) -> int:
+    """``app.start()``: :func:`run_app`, with a problem found at start (port in use, bad
+    setting) logged as one line naming ``app.start()``'s arguments, and exit code 2."""
+    with started_from_python():
+        try:
+            return run_app(app, host=host, port=port, **settings)
+        except APIPodError as exc:
+            setup_logging("info")
+            logger.error("apipod: %s", exc)
+            raise SystemExit(2) from None
 
 
 def run_app(

@@ -30,6 +30,26 @@ ROLES = ("all", "api", "workers")
 RESULT_IMAGE_FORMATS = ("png", "jpeg")
 DEPLOY_FILE = Path("apipod-deploy") / "apipod.json"
 DATA_DIR_NAME = "apipod-data"
+#: The original APIPod's deployment targets (``apipod simulate``, ``APIPOD_SIMULATE``).
+SIMULATE_TARGETS = ("serverless", "dedicated", "serverless-localhost", "dedicated-localhost")
+
+
+def simulate_target(target: str) -> tuple[str, str]:
+    """``(compute, provider)`` of the original APIPod's target ``"{compute}-{provider}"``
+    (``""`` is ``serverless``; the provider defaults to ``localhost``). A provider this
+    build does not run is refused with the list of those it does."""
+    compute, _, provider = (target.strip().lower() or "serverless").partition("-")
+    if compute not in COMPUTE_MODES:
+        raise ConfigError(
+            f"Invalid simulate target {target!r}: use one of {', '.join(SIMULATE_TARGETS)}"
+        )
+    provider = provider or "localhost"
+    if provider not in PROVIDERS:
+        raise ConfigError(
+            f"simulate target {target!r}: provider {provider!r} is not supported here; "
+            f"use one of {PROVIDERS} (targets: {', '.join(SIMULATE_TARGETS)})"
+        )
+    return compute, provider
 
 
 @dataclass(frozen=True)
@@ -188,6 +208,9 @@ def _read_deploy_file(path: Path) -> dict[str, Any]:
 def _read_env(env: Mapping[str, str]) -> dict[str, Any]:
     names = {f.name for f in fields(Config)} - {"extra"}
     values: dict[str, Any] = {}
+    simulate = env.get("APIPOD_SIMULATE", "").strip()
+    if simulate:  # the original's variable; APIPOD_COMPUTE/PROVIDER, more specific, win
+        values.update(zip(("compute", "provider"), simulate_target(simulate), strict=True))
     for key, value in env.items():
         if not key.startswith("APIPOD_"):
             continue

@@ -21,7 +21,7 @@ from collections.abc import (
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ValidationError, create_model
+from pydantic import BaseModel, Field, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
 from apipod.errors import BatchResultError, EndpointDefinitionError, InputError
@@ -303,6 +303,8 @@ def _is_progress(name: str, annotation: Any) -> bool:
 def _field_default(param: Param) -> Any:
     if param.media_cls is not None:
         return None if param.required else param.default
+    if param.model_fills_itself:
+        return Field(default_factory=param.inner)
     return ... if param.required else param.default
 
 
@@ -345,7 +347,7 @@ def coerce_form_value(param: Param, values: list[Any]) -> Any:
     if value == "" and str not in union_members(param.inner):
         # An empty form field means "not given", as with FastAPI's Form().
         if not param.required:
-            return param.default
+            return param.default_value()
         if param.optional:
             return None
     return _coerce_one(param, value)

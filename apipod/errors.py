@@ -6,6 +6,31 @@ package raises them without knowing about HTTP.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+
+_FROM_PYTHON: ContextVar[bool] = ContextVar("apipod_started_from_python", default=False)
+
+
+def setting_hint(name: str, value: str | None = None) -> str:
+    """How the user gives setting ``name`` where they started the service, for error
+    messages: ``--gpus none`` on the command line, ``app.start(gpus='none')`` in Python."""
+    if _FROM_PYTHON.get():
+        return f"app.start({name}={'...' if value is None else repr(value)})"
+    flag = f"--{name.replace('_', '-')}"
+    return flag if value is None else f"{flag} {value}"
+
+
+@contextlib.contextmanager
+def started_from_python() -> Iterator[None]:
+    """Within this block, :func:`setting_hint` names ``app.start()`` arguments."""
+    token = _FROM_PYTHON.set(True)
+    try:
+        yield
+    finally:
+        _FROM_PYTHON.reset(token)
+
 
 class APIPodError(Exception):
     """Base class of all APIPod errors."""

@@ -23,10 +23,12 @@ class FileModel(BaseModel):
 
 
 class JobLinks(BaseModel):
-    """Where to read the job's status and where to cancel it."""
+    """Where to read the job's status, cancel it, follow its stream, and fetch its files."""
 
     status: str | None = None
     cancel: str | None = None
+    stream: str | None = None
+    files: list[str] | None = None
 
 
 class JobMetrics(BaseModel):

@@ -22,7 +22,13 @@ from pydantic.errors import PydanticInvalidForJsonSchema, PydanticSchemaGenerati
 from starlette.datastructures import UploadFile
 
 from apipod.errors import EndpointDefinitionError
-from apipod.media.convert import is_media_type, is_upload
+from apipod.media.convert import (
+    MediaPayload,
+    detected_media_class,
+    is_media_text,
+    is_media_type,
+    is_upload,
+)
 from apipod.models import FileModel
 
 LIST_ORIGINS = (list, tuple, set, frozenset, typing.Sequence)
@@ -50,11 +56,36 @@ class Param:
 
     @property
     def required(self) -> bool:
-        return self.default is inspect.Parameter.empty
+        return self.default is inspect.Parameter.empty and not self.model_fills_itself
+
+    @property
+    def model_fills_itself(self) -> bool:
+        """A model parameter without a default whose fields all have defaults: left out
+        (an empty body, no form field), it is the model with its defaults, as the
+        original APIPod read it."""
+        return (
+            self.default is inspect.Parameter.empty
+            and self.is_model
+            and not self.is_list
+            and not any(f.is_required() for f in self.inner.model_fields.values())
+        )
+
+    def default_value(self) -> Any:
+        """The value of this parameter when it is not given (a fresh model for one that
+        fills itself); only for a parameter that is not :attr:`required`."""
+        return self.inner() if self.model_fills_itself else self.default
 
     @property
     def is_model(self) -> bool:
         return self.media_cls is None and is_model_type(self.inner)
+
+    def media_class_of(self, payload: MediaPayload) -> type | None:
+        """What one file sent to this parameter becomes: ``media_cls``, except in a
+        ``MediaList`` of ``MediaFile`` (``List[MediaFile]``, ``MediaList``), where each
+        item is its detected kind (``ImageFile`` for a PNG), as in the original APIPod."""
+        if self.container is MediaList and self.media_cls is MediaFile:
+            return detected_media_class(payload)
+        return self.media_cls
 
     @property
     def value_annotation(self) -> Any:
@@ -71,8 +102,11 @@ class Param:
     def takes_as_file(self, value: Any) -> bool:
         """Whether a client's value for this parameter is a file rather than a plain value.
 
-        Uploads and FileModel objects are files. Text is a file only when the union has no
-        ``str`` and its other types refuse the text (``"3"`` for ``ImageFile | int`` is 3).
+        Uploads and FileModel objects are files. When the union has ``str``, text is the
+        file if it is an http(s) URL, a data: URL or base64 of a recognisable file (as
+        the original APIPod read it, :func:`~apipod.media.convert.is_media_text`), else
+        the ``str``. Without ``str``, text is a file when the union's other types refuse
+        it (``"3"`` for ``ImageFile | int`` is 3).
         """
         if self.media_cls is None:
             return False
@@ -87,7 +121,9 @@ class Param:
             return True
         if isinstance(value, dict):
             return isinstance(value.get("content"), str)
-        if isinstance(value, str) and str not in union_members(self.plain):
+        if isinstance(value, str) and str in union_members(self.plain):
+            return is_media_text(value)
+        if isinstance(value, str):
             try:
                 self._plain_adapter.validate_python(value)
             except ValidationError:
@@ -122,7 +158,9 @@ def _strip_list(annotation: Any) -> tuple[Any, bool, type | None]:
     if isinstance(origin, type) and issubclass(origin, MediaList):
         return (args[0] if args else MediaFile), True, MediaList
     if typing.get_origin(annotation) in LIST_ORIGINS:
-        return (args[0] if args else Any), True, None
+        item = args[0] if args else Any
+        # List[MediaFile] is received as the original gave it: a MediaList.
+        return item, True, MediaList if item is MediaFile else None
     return annotation, False, None
 
 

@@ -195,7 +195,7 @@ def decode_arguments(
         reader = open_file(media.ref)
         opened.append(reader)
         payload = MediaPayload(reader, media.file_name, media.content_type)
-        return build_media(payload, param.media_cls, copy=False)
+        return build_media(payload, param.media_class_of(payload), copy=False)
 
     try:
         return spec.call_arguments(values, media_arguments(spec, files, load)), opened

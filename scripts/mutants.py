@@ -46,6 +46,8 @@ OPENAI_SYNC = "tests/app/test_openai_sync.py"
 OPENAI_QUEUE = "tests/app/test_openai_queue.py"
 HOSTILE = "tests/app/test_hostile_memory.py"
 HOSTS = "tests/app/test_hosts.py"
+TESTCLIENT = "tests/compat/test_testclient.py"
+START = "tests/compat/test_start_simulate.py"
 
 
 @dataclass(frozen=True)
@@ -418,6 +420,109 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/media/test_fetch.py::test_https_verifies_the_host_name_not_the_address",),
         "an HTTPS media URL is checked against the dialled address, not its host name"
         " (issue 16, 5: this test was skipped without cryptography)",
+    ),  # --- issue 21: drop-in round 2 ------------------------------------------------------------------
+    Mutant(
+        "compat-no-embedded-worker",
+        "apipod/app/pod.py",
+        'if self.api_only or self.config.role == "api":',
+        "if True:",
+        (f"{TESTCLIENT}::test_the_original_fixture_drives_a_queued_job_to_finished",),
+        "under TestClient or a plain uvicorn, queued jobs are stored and never run",
+    ),
+    Mutant(
+        "compat-embedded-worker-under-apipod-start",
+        "apipod/supervisor/api_process.py",
+        "    app.api_only = True",
+        "    app.api_only = False",
+        ("tests/supervisor/test_lifecycle.py::test_worker_is_recycled_after_max_jobs_per_worker",),
+        "the API process of apipod start runs jobs too (no GPU pinning, no timeout kill)",
+    ),
+    Mutant(
+        "compat-embedded-timeout-ignored",
+        "apipod/worker/embedded.py",
+        "if deadline is not None and now >= deadline",
+        "if False",
+        (f"{TESTCLIENT}::test_a_job_past_its_timeout_is_marked_timeout",),
+        "an embedded job past its timeout runs on and is never marked timeout",
+    ),
+    Mutant(
+        "compat-include-router-self",
+        "apipod/app/pod.py",
+        "        if router is self:\n            return\n",
+        "",
+        (
+            f"{TESTCLIENT}::"
+            "test_app_app_is_the_fastapi_application_and_including_it_in_itself_does_nothing",
+        ),
+        "app.app.include_router(app) doubles every route (or fails)",
+    ),
+    Mutant(
+        "compat-union-base64-is-text",
+        "apipod/params.py",
+        "            return is_media_text(value)",
+        "            return False",
+        (f"{TESTCLIENT}::test_a_union_with_str_reads_media_as_the_original_did",),
+        "base64 of an image sent to ImageFile | str arrives as a str",
+    ),
+    Mutant(
+        "compat-model-defaults-required",
+        "apipod/endpoint.py",
+        "    if param.model_fills_itself:\n        return Field(default_factory=param.inner)\n",
+        "",
+        (f"{TESTCLIENT}::test_a_model_whose_fields_all_have_defaults_takes_an_empty_body",),
+        "a model parameter whose fields all have defaults is a 422 on an empty body",
+    ),
+    Mutant(
+        "compat-media-list-not-detected",
+        "apipod/params.py",
+        "        if self.container is MediaList and self.media_cls is MediaFile:",
+        "        if False:",
+        (f"{TESTCLIENT}::test_a_list_of_media_files_is_a_media_list_of_detected_kinds",),
+        "List[MediaFile] items arrive as plain MediaFile, not ImageFile for a PNG",
+    ),
+    Mutant(
+        "compat-bytes-stream-joined-base64",
+        "apipod/worker/stream.py",
+        "        if raw_bytes is not None and len(raw_bytes) == len(chunks):",
+        "        if False:",
+        (
+            f"{TESTCLIENT}::test_a_bytes_stream_aggregates_to_the_base64_of_the_joined_bytes",
+            "tests/worker/test_stream.py::test_a_bytes_stream_aggregates_to_one_base64",
+        ),
+        "a bytes stream's /status result is base64 texts joined ('AAE=Ag==')",
+    ),
+    Mutant(
+        "compat-job-links-no-stream",
+        "apipod/models.py",
+        "    stream: str | None = None\n",
+        "",
+        (f"{TESTCLIENT}::test_a_job_result_round_trips_through_apipod_job_result",),
+        "JobResult.model_validate drops links.stream",
+    ),
+    Mutant(
+        "compat-start-host-first",
+        "apipod/app/pod.py",
+        "    def start(self, port: int | None = None, host: str | None = None, **settings: Any)",
+        "    def start(self, host: str | None = None, port: int | None = None, **settings: Any)",
+        (f"{START}::test_start_takes_the_port_first_as_the_original",),
+        "app.start(8019) binds host '8019'",
+    ),
+    Mutant(
+        "compat-start-errors-traceback",
+        "apipod/cli.py",
+        '        except APIPodError as exc:\n            setup_logging("info")\n'
+        '            logger.error("apipod: %s", exc)\n            raise SystemExit(2) from None',
+        "        except ZeroDivisionError:\n            raise",
+        (f"{START}::test_start_errors_are_one_line_naming_its_arguments",),
+        "app.start() errors are raw tracebacks",
+    ),
+    Mutant(
+        "compat-simulate-env-ignored",
+        "apipod/config.py",
+        '    simulate = env.get("APIPOD_SIMULATE", "").strip()',
+        '    simulate = ""',
+        (f"{START}::test_apipod_simulate_variable_means_the_same",),
+        "APIPOD_SIMULATE=serverless is silently ignored",
     ),
     # --- issue 19: OpenAI-compatible endpoints ----------------------------------------------
     Mutant(

@@ -94,7 +94,7 @@ def close_payloads(payloads: dict[str, Any]) -> None:
 
 def media_objects(spec: EndpointSpec, payloads: dict[str, Any]) -> dict[str, Any]:
     """media-toolkit objects for the payloads, as the endpoint function expects them."""
-    return media_arguments(spec, payloads, lambda param, p: build_media(p, param.media_cls))
+    return media_arguments(spec, payloads, lambda param, p: build_media(p, param.media_class_of(p)))
 
 
 async def call_endpoint(

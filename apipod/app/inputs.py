@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, ImmutableMultiDict
 from starlette.requests import Request
@@ -111,18 +110,8 @@ def _from_query(request: Request, spec: EndpointSpec) -> dict[str, Any]:
 
 
 def _from_form(form: FormData, spec: EndpointSpec) -> dict[str, Any]:
-    values = _from_fields(form, spec)
-    for param in spec.params:
-        # A model whose fields all have defaults needs no form field (its flattened
-        # schema requires none), as with FastAPI's form models.
-        flat = param.is_model and not param.is_list and param.name not in values
-        if flat and param.required and not _has_required_fields(param.inner):
-            values[param.name] = {}
-    return values
-
-
-def _has_required_fields(model: type[BaseModel]) -> bool:
-    return any(f.is_required() for f in model.model_fields.values())
+    # A model whose fields all have defaults needs no form field: see Param.required.
+    return _from_fields(form, spec)
 
 
 def _from_fields(fields: ImmutableMultiDict[str, Any], spec: EndpointSpec) -> dict[str, Any]:

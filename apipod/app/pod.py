@@ -47,17 +47,17 @@ from apipod.app.queue import QueueFrontEnd, install_job_routes, wait_seconds
 from apipod.app.stream import StreamHub, install_stream_route, sync_stream_response
 from apipod.app.webhooks import webhook_policy, webhook_request, with_webhook
 from apipod.config import (
-    COMPUTE_MODES,
-    PROVIDERS,
     RESULT_IMAGE_FORMATS,
     Config,
     service_defaults,
+    simulate_target,
 )
 from apipod.endpoint import EndpointSpec, build_spec
 from apipod.errors import APIPodError, ConfigError, EndpointDefinitionError, client_error_text
 from apipod.media.urlpolicy import UrlPolicy
 from apipod.progress import JobProgress
 from apipod.store.records import Job
+from apipod.worker.embedded import EmbeddedWorker
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,9 @@ class APIPod(FastAPI):
         self._component_schemas: dict[str, Any] = {}
         self._handlers: dict[str, Callable[[Request], Awaitable[Response]]] = {}
         self._literal_routes: dict[str, EndpointSpec] = {}
+        #: True in the API process of ``apipod start``: jobs run in worker processes only.
+        self.api_only = False
+        self.embedded_worker: EmbeddedWorker | None = None
         kwargs.setdefault("title", "APIPod service")
         docs_url, redoc_url = kwargs.pop("docs_url", "/docs"), kwargs.pop("redoc_url", "/redoc")
         super().__init__(lifespan=self._lifespan, docs_url=None, redoc_url=None, **kwargs)
@@ -207,11 +210,38 @@ class APIPod(FastAPI):
         self.worker_start_hooks.append(func)
         return func
 
-    def start(self, host: str | None = None, port: int | None = None, **settings: Any) -> None:
-        """Run the whole system: the server, and in queue mode the worker processes."""
-        from apipod.cli import run_app
+    @property
+    def app(self) -> APIPod:
+        """The FastAPI application: this object (the original APIPod's ``app.app``, which
+        users pass to uvicorn, ``TestClient`` and middleware)."""
+        return self
 
-        run_app(self, host=host, port=port, **settings)
+    def include_router(self, router: Any, *args: Any, **kwargs: Any) -> None:
+        """FastAPI's ``include_router``; including the app in itself (the original's
+        ``app.app.include_router(app)``) does nothing: its routes are already here."""
+        if router is self:
+            return
+        super().include_router(router, *args, **kwargs)
+
+    def start(self, port: int | None = None, host: str | None = None, **settings: Any) -> None:
+        """Run the whole system: the server, and in queue mode the worker processes.
+
+        ``start(8019)`` or ``start(port=8019, host="0.0.0.0")`` (the original APIPod's
+        order); ``settings`` are those of ``apipod start`` (``max_workers=2``, ...).
+        A problem found at start (port in use, bad setting) is logged as one line and
+        ends the program with exit code 2, as the ``apipod`` command does.
+        """
+        from apipod.cli import start_app
+
+        if isinstance(port, str) and not port.strip().isdigit():
+            # start(host, port): the order this project used before it followed the original
+            warnings.warn(
+                "app.start(host, port) is deprecated: the order is start(port, host)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            port, host = host, port  # type: ignore[assignment]
+        start_app(self, port=int(port) if port is not None else None, host=host, **settings)
 
     # --- routes ----------------------------------------------------------------------------
     def _add_endpoint(self, spec: EndpointSpec, literal: str) -> None:
@@ -361,13 +391,36 @@ class APIPod(FastAPI):
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         if self.config.queue_enabled:
             await self.queue.start()
+            try:
+                await self._start_embedded_worker()
+            except BaseException:
+                await self.queue.stop()
+                raise
         else:
             await self.run_worker_start_hooks()
         try:
             yield
         finally:
+            if self.embedded_worker is not None:
+                await run_in_threadpool(self.embedded_worker.stop)
+                self.embedded_worker = None
             if self.config.queue_enabled:
                 await self.queue.stop()
+
+    async def _start_embedded_worker(self) -> None:
+        """Outside ``apipod start`` (a TestClient, ``uvicorn service:app``), queue mode
+        runs its jobs here, as the original APIPod did; never with role "api"."""
+        if self.api_only or self.config.role == "api":
+            return
+        worker = EmbeddedWorker(self, self.queue.store, self.config)
+        worker.start()
+        self.embedded_worker = worker
+        try:
+            await run_in_threadpool(worker.wait_ready)
+        except BaseException:
+            await run_in_threadpool(worker.stop)
+            self.embedded_worker = None
+            raise
 
     async def run_worker_start_hooks(self) -> None:
         for hook in self.worker_start_hooks:
@@ -430,13 +483,7 @@ def _from_simulate(simulate: str, compute: str | None, provider: str | None) -> 
     (or ``"serverless-localhost"``, ``"dedicated"``)."""
     if compute is not None or provider is not None:
         raise ConfigError("Invalid arguments: pass either simulate= or compute=/provider=")
-    mode, _, where = (simulate.strip().lower() or "serverless").partition("-")
-    if mode not in COMPUTE_MODES:
-        raise ConfigError(
-            f"Invalid simulate={simulate!r}: use compute= one of {COMPUTE_MODES} "
-            f"and provider= one of {PROVIDERS}"
-        )
-    where = where or "localhost"
+    mode, where = simulate_target(simulate)
     warnings.warn(
         f"APIPod(simulate={simulate!r}) is deprecated; "
         f"use APIPod(compute={mode!r}, provider={where!r})",

@@ -42,6 +42,9 @@ _DATA_URL = re.compile(
     r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,"
 )
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/_\-\s]+={0,2}\s*")
+_MIN_BASE64_MEDIA = 8  # the shortest file signatures (e.g. PNG's) take 8 characters
+_SNIFF_CHARS = 4096  # base64 characters decoded to recognise a file's type
 
 
 _DECODE_CHUNK = 1 << 18  # a multiple of 4: whole base64 quanta
@@ -106,6 +109,28 @@ class MediaBudget:
 
 def is_media_type(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, MEDIA_BASE)
+
+
+def is_media_text(text: str) -> bool:
+    """Whether text sent to a union that also takes ``str`` (``ImageFile | str``) is the
+    media, as the original APIPod read it: an http(s) URL, a ``data:`` URL, or base64
+    of a recognisable file (its first bytes name a type: PNG, WAV, MP4, PDF, ...).
+    Any other text (words, a prompt, base64 of nothing recognisable) is the ``str``."""
+    if text[:16].lower().startswith(("http://", "https://", "data:")):
+        return True
+    if len(text) < _MIN_BASE64_MEDIA or not _BASE64_TEXT.fullmatch(text):
+        return False
+    compact = "".join(text[:_SNIFF_CHARS].split())
+    compact = compact[: len(compact) // 4 * 4]
+    altchars = b"-_" if "-" in compact or "_" in compact else None
+    try:
+        head = base64.b64decode(compact, altchars=altchars) if compact else b""
+    except (binascii.Error, ValueError):
+        return False
+    if head.startswith(NPY_MAGIC):
+        return True
+    detected = ContentDetector.detect_from_buffer(head, file_name=None)
+    return detected.content_type not in (None, "", "application/octet-stream")
 
 
 def is_upload(value: Any) -> bool:
@@ -297,6 +322,14 @@ def check_kind(payload: MediaPayload, media_cls: type, field: str) -> None:
         )
     if not payload.content_type or payload.content_type == "application/octet-stream":
         payload.content_type = detected.content_type
+
+
+def detected_media_class(payload: MediaPayload) -> type:
+    """The media-toolkit class of the payload's bytes: ``ImageFile`` for a PNG,
+    ``AudioFile`` for a WAV, ``VideoFile`` for an MP4, else ``MediaFile``."""
+    detected = ContentDetector.detect_from_buffer(payload.head(), file_name=None)
+    kinds = {"ImageFile": ImageFile, "AudioFile": AudioFile, "VideoFile": VideoFile}
+    return kinds.get(detected.media_class or "", MediaFile)
 
 
 def build_media(payload: MediaPayload, media_cls: type, copy: bool = True) -> MediaFile | bytes:

@@ -13,7 +13,7 @@ import uvicorn
 from apipod.app.server import uvicorn_options
 from apipod.child import crash_logged, enter_child
 from apipod.config import Config
-from apipod.errors import APIPodError
+from apipod.errors import APIPodError, setting_hint
 from apipod.loader import load_app
 from apipod.logs import quiet_status_polls
 from apipod.supervisor.children import spawn
@@ -39,7 +39,7 @@ def check_port(host: str, port: int) -> None:
             why = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
             raise PortInUse(
                 f"cannot serve on http://{host}:{port}: {why}; stop what listens there or "
-                "choose another --port"
+                f"choose another port: {setting_hint('port')}"
             ) from None
 
 
@@ -54,6 +54,7 @@ def _serve(target: str, config: Config) -> None:
     quiet_status_polls()
     app = load_app(target)
     app.apply_config(config)
+    app.api_only = True  # jobs run in the supervisor's worker processes, never here
     server_config = uvicorn.Config(
         app,
         host=config.host,

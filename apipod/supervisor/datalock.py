@@ -12,7 +12,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from apipod.errors import APIPodError
+from apipod.errors import APIPodError, setting_hint
 
 LOCK_NAME = "supervisor.lock"
 
@@ -41,7 +41,7 @@ class DataDirLock:
             raise DataDirInUse(
                 f"data dir {self.data_dir} is in use by another apipod supervisor "
                 f"(pid {holder}); stop that one first, or give this one its own "
-                "--data-dir"
+                f"data dir: {setting_hint('data_dir')}"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())

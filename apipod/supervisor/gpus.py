@@ -6,7 +6,7 @@ import logging
 import shutil
 import subprocess
 
-from apipod.errors import ConfigError
+from apipod.errors import ConfigError, setting_hint
 from apipod.gpu import gpu_indices
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ def check_gpus_exist(gpus: list[str]) -> None:
     have = f"this box has GPU(s) {', '.join(found)}" if found else "this box has no NVIDIA GPU"
     raise ConfigError(
         f"gpus {','.join(gpus)}: GPU {', '.join(missing)} does not exist ({have}); "
-        "use --gpus auto, --gpus none (CPU) or existing indices"
+        f"use {setting_hint('gpus', 'auto')}, "
+        f"{setting_hint('gpus', 'none')} (CPU) or existing indices"
     )
 
 

@@ -25,6 +25,7 @@ from apipod.worker.messages import (
     LoadFailed,
     Ready,
     Recycle,
+    timeout_error,
 )
 
 logger = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ class WorkerSlot:
         outcome = "worker killed" if killing else "its batch goes on"
         decisions: list[Decision] = []
         for job_id in late:  # the time-out settles the job: no release
-            error = f"job exceeded its timeout of {self.jobs.pop(job_id).timeout_s:g} s"
+            error = timeout_error(self.jobs.pop(job_id).timeout_s or 0)
             done = _log_if(f"job {job_id} timed out on worker {worker.worker_id}; {outcome}")
             decisions.append(StoreCall("time_out", (job_id, worker.worker_id, error), done))
         if not killing:

@@ -12,6 +12,11 @@ EXIT_LOAD_FAILED = 3
 EXIT_RECYCLE = 4
 
 
+def timeout_error(timeout_s: float) -> str:
+    """The error of a job that ran past its timeout."""
+    return f"job exceeded its timeout of {timeout_s:g} s"
+
+
 @dataclass(frozen=True)
 class WorkerSpec:
     """Everything a worker process needs, pickled to the spawned child."""

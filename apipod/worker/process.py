@@ -14,7 +14,7 @@ import threading
 import traceback
 from dataclasses import replace
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import psutil
 
@@ -35,6 +35,7 @@ from apipod.worker.messages import (
     LoadFailed,
     Ready,
     Recycle,
+    WorkerMessage,
     WorkerSpec,
 )
 from apipod.worker.runner import JobRunner
@@ -61,18 +62,29 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
         f"worker {spec.index} ({gpu})", spec.config, "worker", worker=spec.worker_id, gpu=spec.gpu
     )
     with crash_logged(f"worker {spec.worker_id}"):
-        code = _run_worker(spec, conn, stop)
+        code = run_worker(spec, conn, stop)
     sys.exit(code)
 
 
-def _run_worker(spec: WorkerSpec, conn: Connection, stop: threading.Event) -> int:
+class MessageSink(Protocol):
+    """Where a worker reports to: its pipe to the supervisor, or the embedded worker's
+    own bookkeeping (:mod:`apipod.worker.embedded`)."""
+
+    def send(self, message: WorkerMessage) -> None: ...
+
+
+def run_worker(
+    spec: WorkerSpec, conn: MessageSink, stop: threading.Event, app: APIPod | None = None
+) -> int:
+    """Open the store and run the claim → run loop until ``stop`` is set; the exit code.
+    With ``app`` (already loaded and configured) the service is not imported again."""
     outage = Outage(f"worker {spec.worker_id}")
     config = spec.config
     opened = call_with_retry(
         lambda: open_store(config.resolved_database_url, config.data_dir), outage, stop.is_set
     )
     store = RetryingStore(opened, outage, give_up=stop.is_set)
-    worker = Worker(spec, store, conn, stop)  # type: ignore[arg-type]
+    worker = Worker(spec, store, conn, stop, app)  # type: ignore[arg-type]
     try:
         return worker.run()
     finally:
@@ -149,8 +161,16 @@ class WorkerRow:
 class Worker:
     """The claim → run → report loop of one worker process."""
 
-    def __init__(self, spec: WorkerSpec, store: JobStore, conn: Connection, stop: threading.Event):
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        store: JobStore,
+        conn: MessageSink,
+        stop: threading.Event,
+        app: APIPod | None = None,
+    ):
         self.spec = spec
+        self.app = app
         self.store = store
         self.conn = conn
         self.stop = stop
@@ -179,8 +199,10 @@ class Worker:
         from apipod.loader import load_app
 
         try:
-            app = load_app(self.spec.target)
-            app.apply_config(self.spec.config)
+            app = self.app
+            if app is None:
+                app = load_app(self.spec.target)
+                app.apply_config(self.spec.config)
             _run_hooks(app)
             return app
         except BaseException as exc:
@@ -194,6 +216,13 @@ class Worker:
     def _loop(self, app: APIPod) -> int:
         worker_id, lease_s = self.spec.worker_id, self.spec.config.lease_s
         runner = JobRunner(app, self.store, worker_id, lease_s)
+        try:
+            return self._claim_and_run(app, runner)
+        finally:
+            runner.close()
+
+    def _claim_and_run(self, app: APIPod, runner: JobRunner) -> int:
+        worker_id, lease_s = self.spec.worker_id, self.spec.config.lease_s
         endpoints = app.queued_routes()
         batcher = None
         if Batcher.wanted(app):

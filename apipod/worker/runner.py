@@ -71,6 +71,11 @@ class JobRunner:
             finally:
                 self.release()
 
+    def close(self) -> None:
+        """Close this runner's event loop (an embedded worker's thread ends before its
+        process does)."""
+        self._loop.close()
+
     def _call(self, spec: EndpointSpec, job: Job, progress: JobProgress) -> Any:
         kwargs = self.arguments(spec, job.inputs)
         if spec.progress_param:

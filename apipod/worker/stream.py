@@ -15,6 +15,7 @@ joined into one string when all are text, else the list of chunks.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import threading
 import time
@@ -109,6 +110,7 @@ def run_stream(
     """Drive ``output`` to its end, storing each encoded value; return the aggregate.
     Raises :class:`JobCancelled` (after closing the generator) when the job was lost."""
     chunks: list[Any] = []
+    raw: list[bytes] | None = []  # the values themselves while every one is bytes
     try:
         for value in _values(output, loop):
             if writer.lost.is_set():
@@ -116,6 +118,11 @@ def run_stream(
             encoded = encode(value)
             writer.add(encoded)
             chunks.append(encoded)
+            if raw is not None:
+                if _is_bytes(value):
+                    raw.append(bytes(value))
+                else:
+                    raw = None
     except BaseException:
         _close(output, loop)  # at its yield; nothing happens when the function raised
         raise
@@ -123,15 +130,23 @@ def run_stream(
         writer.close()
     if writer.lost.is_set():
         raise JobCancelled("the job was cancelled or is no longer ours")
-    return aggregate(chunks)
+    return aggregate(chunks, raw)
 
 
-def aggregate(chunks: list[Any]) -> Any:
+def aggregate(chunks: list[Any], raw_bytes: list[bytes] | None = None) -> Any:
     """The result of a streamed job: text chunks joined, otherwise the list of chunks
-    (an empty stream gives an empty list)."""
+    (an empty stream gives an empty list). Chunks that were bytes (each encoded as its
+    own base64 text) give the base64 of the joined bytes: joined base64 texts decode to
+    neither."""
     if chunks and all(isinstance(chunk, str) for chunk in chunks):
+        if raw_bytes is not None and len(raw_bytes) == len(chunks):
+            return base64.b64encode(b"".join(raw_bytes)).decode("ascii")
         return "".join(chunks)
     return chunks
+
+
+def _is_bytes(value: Any) -> bool:
+    return isinstance(value, (bytes, bytearray, memoryview))
 
 
 def _values(

@@ -216,8 +216,12 @@ def test_worker_is_recycled_after_max_jobs_per_worker(recycling: ServiceProcess)
     with client_for(recycling) as client:
         fresh_worker(client)
         results = [run_job(client, "/echo", {"text": str(i)}) for i in range(4)]
+        api_pid = client.get("/health").json()["api"]["pid"]
     assert [r["status"] for r in results] == ["finished"] * 4
     pids = [r["result"]["pid"] for r in results]
+    # Under apipod start the API process never runs a job (no embedded worker there).
+    assert api_pid not in pids, (api_pid, pids)
+    assert "embedded worker" not in full_log(recycling)
     assert pids[0] == pids[1] and pids[2] == pids[3], pids
     assert pids[0] != pids[2], f"no new process after 2 jobs: {pids}"
     # the replacement ran on_worker_start before its jobs

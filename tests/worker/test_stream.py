@@ -102,3 +102,13 @@ def test_a_value_that_cannot_be_encoded_closes_the_generator(store: JobStore, jo
     with pytest.raises(TypeError):
         stream(store, job_id, values())
     assert events == ["GeneratorExit"] and stored(store, job_id) == ["fine"]
+
+
+def test_a_bytes_stream_aggregates_to_one_base64(store: JobStore, job_id: str) -> None:
+    def chunks():
+        yield b"\x00\x01"
+        yield b"\x02"
+
+    assert stream(store, job_id, chunks()) == "AAEC"  # base64 of the joined bytes
+    assert stored(store, job_id) == ["AAE=", "Ag=="]  # each record: its own chunk
+    assert aggregate(["a", "b"]) == "ab" and aggregate(["AAE="], None) == "AAE="
