@@ -415,6 +415,40 @@ MUTANTS: tuple[Mutant, ...] = (
         "an HTTPS media URL is checked against the dialled address, not its host name"
         " (issue 16, 5: this test was skipped without cryptography)",
     ),
+    # --- issue 22 (2, 4, 5, 6): batches, query numbers, media fetches, slow clients --------
+    Mutant(
+        "batch-error-shared-by-all",
+        "apipod/worker/batch.py",
+        "results = self._alone(ready, watches) if len(ready) > 1 else [exc]",
+        "results = [exc] * len(ready)",
+        (
+            "tests/worker/test_batching.py::"
+            "test_eight_clients_in_one_batch_never_read_each_others_input[sqlite-/parse]",
+        ),
+        "a batch whose call raises fails every job with the error that quotes one's input",
+    ),
+    Mutant(
+        "batch-shared-progress-message-copied",
+        "apipod/worker/batch.py",
+        "self._send(self._watches, progress, None if shared else message)",
+        "self._send(self._watches, progress, message)",
+        (
+            "tests/worker/test_batching.py::"
+            "test_progress_messages_of_a_batch_reach_only_their_own_job[sqlite-/parse_shared]",
+        ),
+        "a shared JobProgress message (naming one job's input) reaches every job of the batch",
+    ),
+    Mutant(
+        "batch-per-job-progress-to-all",
+        "apipod/worker/batch.py",
+        "return [JobProgress(functools.partial(self._send, [watch])) for watch in self._watches]",
+        "return [JobProgress(functools.partial(self._send, self._watches)) for _ in self._watches]",
+        (
+            "tests/worker/test_batching.py::"
+            "test_progress_messages_of_a_batch_reach_only_their_own_job[sqlite-/parse]",
+        ),
+        "list[JobProgress]: each job's reporter writes to every job of the batch",
+    ),
 )
 
 

@@ -106,7 +106,7 @@ async def call_endpoint(
     if spec.batched:
         kwargs = batch_arguments(spec, [kwargs])
     if spec.progress_param:
-        kwargs[spec.progress_param] = progress
+        kwargs[spec.progress_param] = [progress] if spec.progress_per_job else progress
     with job_context(None, spec.path):  # the thread pool runs in a copy of this context
         if spec.is_async:
             result = _only_result(spec, await spec.func(**kwargs))
