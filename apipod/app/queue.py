@@ -296,8 +296,8 @@ def wait_seconds(request: Request) -> float:
     text = request.query_params.get("wait")
     if not text:
         return 0.0
-    try:
-        wait = float(text)
+    try:  # float() alone takes other scripts' digits ('٣' is 3.0): ASCII only
+        wait = float(text) if text.isascii() else -1.0
     except ValueError:
         wait = -1.0
     if not 0 <= wait < float("inf"):
