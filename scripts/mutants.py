@@ -449,6 +449,45 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         "list[JobProgress]: each job's reporter writes to every job of the batch",
     ),
+    Mutant(
+        "query-int-isdigit-only",
+        "apipod/app/numbers.py",
+        "if not text or not (text.isascii() and text.isdigit()) or len(text) > len(str(maximum)):",
+        "if not text or not text.isdigit():",
+        (
+            "tests/app/test_query_numbers.py::"
+            "test_bounded_int_takes_ascii_digits_up_to_the_bound_only",
+            "tests/app/test_query_numbers.py::test_junk_numbers_in_queries_and_headers_are_4xx_json",
+        ),
+        "a cursor, expires or Last-Event-ID of '²' or 5,000 digits reaches int(): a 500",
+    ),
+    Mutant(
+        "query-wait-any-script-digits",
+        "apipod/app/queue.py",
+        "wait = float(text) if text.isascii() else -1.0",
+        "wait = float(text)",
+        ("tests/app/test_query_numbers.py::test_junk_numbers_in_queries_and_headers_are_4xx_json",),
+        "?wait= takes other scripts' digits ('٣' waits 3 s) instead of a 422",
+    ),
+    Mutant(
+        "media-fetch-outlives-abandoned-request",
+        "apipod/app/pod.py",
+        "gone = asyncio.create_task(until_disconnect(request.receive, guard.cancel))",
+        "gone = asyncio.create_task(asyncio.sleep(3600))",
+        (
+            "tests/app/test_media_fetch_release.py::"
+            "test_abandoned_downloads_end_with_their_requests",
+        ),
+        "a media URL download goes on (thread, connection) after its client hung up",
+    ),
+    Mutant(
+        "media-fetch-socket-not-shut-down",
+        "apipod/media/guard.py",
+        "sock.shutdown(socket.SHUT_RDWR)",
+        "sock.fileno()",
+        ("tests/app/test_media_fetch_release.py::test_answered_downloads_leave_nothing_behind",),
+        "a download stuck in dribbled headers keeps its thread and connection after the answer",
+    ),
 )
 
 
