@@ -488,6 +488,17 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/app/test_media_fetch_release.py::test_answered_downloads_leave_nothing_behind",),
         "a download stuck in dribbled headers keeps its thread and connection after the answer",
     ),
+    Mutant(
+        "slow-heads-fill-the-connection-cap",
+        "apipod/app/server.py",
+        "if cap is not None and len(self.connections) >= cap:",
+        "if False:",
+        (
+            "tests/app/test_slow_clients.py::"
+            "test_slow_heads_and_long_polls_never_starve_health[max_connections]",
+        ),
+        "slow clients sending their heads fill the connection cap: /health answers 503",
+    ),
 )
 
 
