@@ -37,8 +37,8 @@ def service(
     """A service whose connection cap is CAP: set, or imposed by a hard open-file limit
     (with which accepting failed once the slow connections held every descriptor, and
     new clients waited unaccepted in the kernel, where no deadline runs)."""
-    settings: dict[str, object] = {"gpus": "none", "max_workers": 1}
-    settings["http_read_timeout_s"] = READ_TIMEOUT_S
+    settings: dict[str, object] = {"gpus": "none", "max_workers": 1, "shutdown_grace_s": 1}
+    settings.update(cancel_grace_s=1, http_read_timeout_s=READ_TIMEOUT_S)
     tmp = tmp_path_factory.mktemp("slow-clients")
     if request.param == "max_connections":
         with running_service(tmp, "queue_ok.py", max_connections=CAP, **settings) as service:
