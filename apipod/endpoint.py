@@ -56,6 +56,8 @@ class EndpointSpec:
     methods: list[str]
     params: list[Param]
     progress_param: str | None
+    #: The progress parameter is ``list[JobProgress]``: one reporter per job of a batch.
+    progress_per_job: bool = False
     max_upload_file_size_mb: float | None = None
     queue_size: int | None = None
     use_queue: bool | None = None
@@ -74,6 +76,11 @@ class EndpointSpec:
 
     def __post_init__(self) -> None:
         check_batch_options(self.batch_size, self.batch_wait_ms)
+        if self.progress_per_job and not self.batched:
+            raise EndpointDefinitionError(
+                f"endpoint {self.path} ({self.name}): list[JobProgress] (one reporter per job)"
+                " is for batched endpoints; annotate it JobProgress or set batch_size"
+            )
         if self.batched and self.is_stream:
             raise EndpointDefinitionError(
                 f"endpoint {self.path} ({self.name}): a generator endpoint streams one job's"
@@ -226,11 +233,12 @@ def build_spec(func: Callable[..., Any], path: str, **options: Any) -> EndpointS
     hints = typing.get_type_hints(func)
     params: list[Param] = []
     progress_param = None
+    per_job = False
     batched = options.get("batch_size", 1) > 1
     for name, parameter in inspect.signature(func).parameters.items():
         annotation = hints.get(name, Any)
-        if _is_progress(name, annotation):
-            progress_param = name
+        if _is_progress(name, annotation) or _is_progress_list(annotation):
+            progress_param, per_job = name, _is_progress_list(annotation)
             continue
         if batched:
             annotation = _per_job_annotation(func, path, name, annotation)
@@ -242,7 +250,12 @@ def build_spec(func: Callable[..., Any], path: str, **options: Any) -> EndpointS
         check_supported(param, path, func.__name__)
         params.append(param)
     return EndpointSpec(
-        path=path, func=func, params=params, progress_param=progress_param, **options
+        path=path,
+        func=func,
+        params=params,
+        progress_param=progress_param,
+        progress_per_job=per_job,
+        **options,
     )
 
 
@@ -298,6 +311,12 @@ def _is_progress(name: str, annotation: Any) -> bool:
     if annotation is JobProgress:
         return True
     return name == "job_progress" and annotation is Any
+
+
+def _is_progress_list(annotation: Any) -> bool:
+    """``list[JobProgress]``: a batched function's reporters, one per job."""
+    origin = typing.get_origin(annotation)
+    return origin in (list, Sequence) and typing.get_args(annotation) == (JobProgress,)
 
 
 def _field_default(param: Param) -> Any:

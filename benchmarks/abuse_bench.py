@@ -228,6 +228,7 @@ def run_all(url: str, port: int, media_url: str, samples: int) -> None:
     probe("45 submits of a URL that stalls 10 s")
 
     memory_attacks(url, port, probe)
+    slow_heads_with_long_polls(url, port, probe)
 
 
 def memory_attacks(url: str, port: int, probe: Callable[[str], None]) -> None:
@@ -292,6 +293,30 @@ def repeat(task: Callable[[], object], count: int, times: int) -> Callable[[], N
             thread.join()
 
     return run
+
+
+def slow_heads_with_long_polls(url: str, port: int, probe: Callable[[str], None]) -> None:
+    """Issue 22, 6: 1,500 connections that sent part of a head, beside 300 long-polls on
+    a running job; then how many slow ones are still open past the 15 s head deadline."""
+    held = httpx.post(url + "/hold", json={"seconds": 60}, timeout=60).json()["job_id"]
+    poll = f"GET /status/{held}?wait=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    partial = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a"
+    with open_sockets(port, 300, poll), open_sockets(port, 1500, partial) as slow:
+        probe("1,500 slow heads + 300 long-polls")
+        time.sleep(16.0)  # past http_read_timeout_s (15 s) from their connection
+        still_open = sum(1 for sock in slow if _still_open(sock))
+    httpx.post(f"{url}/cancel/{held}")
+    print(f"(slow heads still open 16 s after they connected: {still_open} of 1,500)")
+
+
+def _still_open(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True  # nothing to read and no EOF: open
+    except OSError:
+        return False  # reset
 
 
 if __name__ == "__main__":

@@ -1067,6 +1067,90 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         "the missing-driver hint installs apipod from the index: another project (issue 23, 2)",
     ),
+    # --- issue 22 (2, 4, 5, 6): batches, query numbers, media fetches, slow clients --------
+    Mutant(
+        "batch-error-shared-by-all",
+        "apipod/worker/batch.py",
+        "results = self._alone(ready, watches) if len(ready) > 1 else [exc]",
+        "results = [exc] * len(ready)",
+        (
+            "tests/worker/test_batching.py::"
+            "test_eight_clients_in_one_batch_never_read_each_others_input[sqlite-/parse]",
+        ),
+        "a batch whose call raises fails every job with the error that quotes one's input",
+    ),
+    Mutant(
+        "batch-shared-progress-message-copied",
+        "apipod/worker/batch.py",
+        "self._send(self._watches, progress, None if shared else message)",
+        "self._send(self._watches, progress, message)",
+        (
+            "tests/worker/test_batching.py::"
+            "test_progress_messages_of_a_batch_reach_only_their_own_job[sqlite-/parse_shared]",
+        ),
+        "a shared JobProgress message (naming one job's input) reaches every job of the batch",
+    ),
+    Mutant(
+        "batch-per-job-progress-to-all",
+        "apipod/worker/batch.py",
+        "return [JobProgress(functools.partial(self._send, [watch])) for watch in self._watches]",
+        "return [JobProgress(functools.partial(self._send, self._watches)) for _ in self._watches]",
+        (
+            "tests/worker/test_batching.py::"
+            "test_progress_messages_of_a_batch_reach_only_their_own_job[sqlite-/parse]",
+        ),
+        "list[JobProgress]: each job's reporter writes to every job of the batch",
+    ),
+    Mutant(
+        "query-int-isdigit-only",
+        "apipod/app/numbers.py",
+        "if not text or not (text.isascii() and text.isdigit()) or len(text) > len(str(maximum)):",
+        "if not text or not text.isdigit():",
+        (
+            "tests/app/test_query_numbers.py::"
+            "test_bounded_int_takes_ascii_digits_up_to_the_bound_only",
+            "tests/app/test_query_numbers.py::test_junk_numbers_in_queries_and_headers_are_4xx_json",
+        ),
+        "a cursor, expires or Last-Event-ID of '²' or 5,000 digits reaches int(): a 500",
+    ),
+    Mutant(
+        "query-wait-any-script-digits",
+        "apipod/app/queue.py",
+        "wait = float(text) if text.isascii() else -1.0",
+        "wait = float(text)",
+        ("tests/app/test_query_numbers.py::test_junk_numbers_in_queries_and_headers_are_4xx_json",),
+        "?wait= takes other scripts' digits ('٣' waits 3 s) instead of a 422",
+    ),
+    Mutant(
+        "media-fetch-outlives-abandoned-request",
+        "apipod/app/pod.py",
+        "gone = asyncio.create_task(until_disconnect(request.receive, guard.cancel))",
+        "gone = asyncio.create_task(asyncio.sleep(3600))",
+        (
+            "tests/app/test_media_fetch_release.py::"
+            "test_abandoned_downloads_end_with_their_requests",
+        ),
+        "a media URL download goes on (thread, connection) after its client hung up",
+    ),
+    Mutant(
+        "media-fetch-socket-not-shut-down",
+        "apipod/media/guard.py",
+        "sock.shutdown(socket.SHUT_RDWR)",
+        "sock.fileno()",
+        ("tests/app/test_media_fetch_release.py::test_answered_downloads_leave_nothing_behind",),
+        "a download stuck in dribbled headers keeps its thread and connection after the answer",
+    ),
+    Mutant(
+        "slow-heads-fill-the-connection-cap",
+        "apipod/app/server.py",
+        "if cap is not None and len(self.connections) >= cap:",
+        "if False:",
+        (
+            "tests/app/test_slow_clients.py::"
+            "test_slow_heads_and_long_polls_never_starve_health[max_connections]",
+        ),
+        "slow clients sending their heads fill the connection cap: /health answers 503",
+    ),
 )
 
 

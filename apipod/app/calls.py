@@ -21,6 +21,7 @@ from apipod.endpoint import (
 from apipod.errors import MediaError, StorageFull
 from apipod.logs import job_context
 from apipod.media.convert import MediaBudget, MediaPayload, build_media, read_media
+from apipod.media.guard import FetchGuard
 from apipod.media.results import apply_annotation, encode_result, hint_unannotated_array
 from apipod.media.urlpolicy import UrlPolicy
 from apipod.payload import close_all, encode_inputs, media_arguments, result_annotation
@@ -32,13 +33,18 @@ logger = logging.getLogger(__name__)
 
 
 def read_media_inputs(
-    spec: EndpointSpec, raw: dict[str, Any], policy: UrlPolicy, limit_bytes: int
+    spec: EndpointSpec,
+    raw: dict[str, Any],
+    policy: UrlPolicy,
+    limit_bytes: int,
+    guard: FetchGuard | None = None,
 ) -> dict[str, MediaPayload | list[MediaPayload] | None]:
-    """Read every media parameter (fetching URLs); all problems reported at once. All
-    media of the request together may hold ``limit_bytes`` (else UploadTooLarge)."""
+    """Read every media parameter (fetching URLs, stopped by ``guard``); all problems
+    reported at once. All media of the request together may hold ``limit_bytes`` (else
+    UploadTooLarge)."""
     payloads: dict[str, Any] = {}
     errors: list[dict[str, Any]] = []
-    budget = MediaBudget(limit_bytes)
+    budget = MediaBudget(limit_bytes, guard)
     for param in spec.media_params:
         if param.name not in raw:  # not given, or a plain value of a union
             continue
@@ -106,7 +112,7 @@ async def call_endpoint(
     if spec.batched:
         kwargs = batch_arguments(spec, [kwargs])
     if spec.progress_param:
-        kwargs[spec.progress_param] = progress
+        kwargs[spec.progress_param] = [progress] if spec.progress_per_job else progress
     with job_context(None, spec.path):  # the thread pool runs in a copy of this context
         if spec.is_async:
             result = _only_result(spec, await spec.func(**kwargs))

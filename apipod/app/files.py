@@ -15,11 +15,12 @@ from fastapi import FastAPI, Path, Query
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from apipod.app.numbers import INT64_MAX, bounded_int
 from apipod.app.openapi import FILES_TAG
 from apipod.app.queue import JOB_ID_PATTERN, QueueFrontEnd, check_job_id
 
 CHUNK_BYTES = 1 << 20
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
 _BINARY = {"type": "string", "format": "binary"}
 _SUMMARIES = {
     "GET": "Raw bytes of a stored input or result (Range requests supported)",
@@ -42,7 +43,9 @@ def install_file_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
         request: Request,
         job_id: str = Path(pattern=JOB_ID_PATTERN),
         name: str = Path(),
-        expires: int | None = Query(None, description="signed URLs: expiry (unix time)"),
+        expires: int | None = Query(
+            None, ge=0, le=INT64_MAX, description="signed URLs: expiry (unix time)"
+        ),
         signature: str | None = Query(None, description="signed URLs: HMAC of the path"),
     ) -> Response:
         check_job_id(job_id)
@@ -106,17 +109,25 @@ def _wanted_range(request: Request, etag: str, size: int) -> tuple[int, int] | N
     match = _RANGE.match(header)
     if not match or (if_range is not None and if_range != etag):
         return 0, size  # no range, several ranges or a stale If-Range: the whole file
-    first, last = match.groups()
-    if not first and not last:
+    first, last = (_offset(text) for text in match.groups())
+    if first is None and last is None:
         return 0, size
-    if not first:  # the last N bytes
-        count = min(int(last), size)
+    if first is None:  # the last N bytes
+        count = min(last or 0, size)
         return (size - count, size) if count else None
-    start = int(first)
-    end = min(int(last) + 1, size) if last else size
+    start = first
+    end = min(last + 1, size) if last is not None else size
     if start >= size or end <= start:
         return None
     return start, end
+
+
+def _offset(digits: str) -> int | None:
+    """A byte offset of a Range header (ASCII digits); past any file's size if huge."""
+    if not digits:
+        return None
+    value = bounded_int(digits)
+    return INT64_MAX if value is None else value
 
 
 def _etags(header: str) -> list[str]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.exceptions import HTTPException
 
+from apipod.app.numbers import query_int
 from apipod.endpoint import InputValidationError
 from apipod.store.base import JobStore
 from apipod.store.records import Job, JobStatus
@@ -42,9 +43,9 @@ def parse_endpoints(values: list[str]) -> tuple[str, ...]:
 def parse_cursor(cursor: str | None) -> int | None:
     if cursor is None:
         return None
-    if not cursor.isdigit() or int(cursor) < 1:
-        raise _invalid("cursor", "cursor must be a next_cursor from an earlier page", cursor)
-    return int(cursor)
+    return query_int(
+        cursor, "cursor", "cursor must be a next_cursor from an earlier page", minimum=1
+    )
 
 
 def job_page(

@@ -43,7 +43,7 @@ from apipod.app.http_errors import install_error_handlers
 from apipod.app.idempotency import REPLAYED_HEADER, idempotency_key, submit_idempotent
 from apipod.app.inputs import BodyLimits, RawInputs, read_inputs
 from apipod.app.openai import OpenAIRoutes
-from apipod.app.queue import QueueFrontEnd, install_job_routes, wait_seconds
+from apipod.app.queue import QueueFrontEnd, install_job_routes, until_disconnect, wait_seconds
 from apipod.app.stream import StreamHub, install_stream_route, sync_stream_response
 from apipod.app.webhooks import webhook_policy, webhook_request, with_webhook
 from apipod.config import (
@@ -54,6 +54,7 @@ from apipod.config import (
 )
 from apipod.endpoint import EndpointSpec, build_spec
 from apipod.errors import APIPodError, ConfigError, EndpointDefinitionError, client_error_text
+from apipod.media.guard import FetchGuard
 from apipod.media.urlpolicy import UrlPolicy
 from apipod.progress import JobProgress
 from apipod.store.records import Job
@@ -301,7 +302,7 @@ class APIPod(FastAPI):
                 raw = await read_inputs(request, spec, limits, memory)
                 plain, files = spec.split_files(raw.values)
                 values = spec.validate_values(plain, given=raw.values)
-                payloads = await self._read_media(spec, files, limit)
+                payloads = await self._read_media(request, spec, files, limit)
                 if self.is_queued(spec):
                     return await self._submit(request, spec, values, payloads)
                 return await self._run_now(spec, values, payloads)
@@ -321,12 +322,21 @@ class APIPod(FastAPI):
 
         return handler
 
-    async def _read_media(self, spec: EndpointSpec, files: dict[str, Any], limit: int) -> dict:
+    async def _read_media(
+        self, request: Request, spec: EndpointSpec, files: dict[str, Any], limit: int
+    ) -> dict:
         if not files:
             return {}
         # Own threads: slow downloads never hold those that serve status reads and /health.
-        read = functools.partial(read_media_inputs, spec, files, self.url_policy, limit)
-        return await asyncio.get_running_loop().run_in_executor(self._media_pool, read)
+        # No download outlives its request: a client that hangs up stops them at once.
+        guard = FetchGuard()
+        read = functools.partial(read_media_inputs, spec, files, self.url_policy, limit, guard)
+        gone = asyncio.create_task(until_disconnect(request.receive, guard.cancel))
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._media_pool, read)
+        finally:
+            gone.cancel()
+            guard.cancel()
 
     async def _run_now(self, spec: EndpointSpec, values: dict, payloads: dict) -> Response:
         if payloads:

@@ -158,7 +158,7 @@ class QueueFrontEnd:
             return job
         deadline = time.monotonic() + min(timeout, MAX_WAIT_S)
         event = asyncio.Event()
-        gone = asyncio.create_task(_until_disconnect(receive, event)) if receive else None
+        gone = asyncio.create_task(until_disconnect(receive, event.set)) if receive else None
         waiters = self._waiters.setdefault(job_id, set())
         waiters.add(event)
         self._waiting += 1
@@ -329,8 +329,8 @@ def wait_seconds(request: Request) -> float:
     text = request.query_params.get("wait")
     if not text:
         return 0.0
-    try:
-        wait = float(text)
+    try:  # float() alone takes other scripts' digits ('٣' is 3.0): ASCII only
+        wait = float(text) if text.isascii() else -1.0
     except ValueError:
         wait = -1.0
     if not 0 <= wait < float("inf"):
@@ -416,9 +416,9 @@ def install_job_routes(app: FastAPI, queue: QueueFrontEnd) -> None:
         return JSONResponse(joblist.page_body(queue, jobs, positions, limit))
 
 
-async def _until_disconnect(receive: Receive, event: asyncio.Event) -> None:
-    """Return (and set ``event``) once the client has closed its connection. The request
+async def until_disconnect(receive: Receive, gone: Callable[[], object]) -> None:
+    """Return (and call ``gone``) once the client has closed its connection. The request
     body was read before, so the server sends nothing else but the disconnect."""
     while (await receive())["type"] != "http.disconnect":
         pass
-    event.set()
+    gone()

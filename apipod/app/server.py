@@ -11,6 +11,14 @@ headers one byte a minute, or never sends anything, holds its connection for eve
 - a body must not stall for ``http_read_timeout_s`` and, after that grace, must keep
   arriving at ``MIN_BODY_BYTES_PER_S`` on average. Time during which the server itself
   stopped reading (flow control: the app has not consumed the body yet) does not count.
+- the connection cap holds when a connection is accepted, not only once its head has
+  arrived (uvicorn's check, which answers 503 to every new request while slow clients
+  fill the cap): at the cap, the oldest connection still sending its head (a slow
+  client) or idle between requests is closed to make room, or, when every connection is
+  serving a request, the new one gets a 503 at once. Slow clients thus never starve
+  ``/health``, nor hold every file descriptor of a process whose open-file limit set the
+  cap (``accept`` then fails, and new clients wait unaccepted in the kernel, where no
+  deadline runs).
 
 ``uvicorn_options`` is what the API process and ``apipod`` in synchronous mode pass to
 uvicorn.
@@ -32,13 +40,24 @@ logger = logging.getLogger(__name__)
 MAX_HEAD_BYTES = 64 * 1024
 MIN_BODY_BYTES_PER_S = 4096
 KEEP_ALIVE_S = 5
+#: At the connection cap, a connection that sent nothing yet is closed for room only once
+#: open this long (its head may be waiting unread while a flood of connections is accepted).
+MIN_VICTIM_AGE_S = 0.5
 # File descriptors the process needs besides client connections (store, FIFOs, logs).
-_SPARE_FDS = 64
+SPARE_FDS = 64
 _HEAD_TOO_LARGE_BODY = b'{"detail":"request line and headers exceed 64 KiB"}'
 _HEAD_TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
     b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
     % (len(_HEAD_TOO_LARGE_BODY), _HEAD_TOO_LARGE_BODY)
+)
+
+
+_FULL_BODY = b'{"detail":"too many connections; try again later"}'
+_FULL = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"connection: close\r\nretry-after: 1\r\ncontent-length: %d\r\n\r\n%s"
+    % (len(_FULL_BODY), _FULL_BODY)
 )
 
 
@@ -60,7 +79,7 @@ def connection_cap(wanted: int) -> int:
     lowered to what the limit allows, so accepting never fails for want of a descriptor
     (new clients then get a 503, not a reset)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = wanted + _SPARE_FDS
+    needed = wanted + SPARE_FDS
     if soft != resource.RLIM_INFINITY and soft < needed:
         target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
         try:
@@ -70,7 +89,7 @@ def connection_cap(wanted: int) -> int:
             logger.warning("could not raise the open-file limit from %d to %d", soft, target)
     if soft == resource.RLIM_INFINITY:
         return wanted
-    cap = max(16, min(wanted, soft - _SPARE_FDS))
+    cap = max(16, min(wanted, soft - SPARE_FDS))
     if cap < wanted:
         logger.warning("open-file limit %d allows %d connections, not %d", soft, cap, wanted)
     return cap
@@ -86,6 +105,7 @@ class _GuardedProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._opened_at = self.loop.time()
         self._head_bytes = 0  # parsed request line and headers
         self._head_wire = 0  # bytes received while the head is not complete
         self._reading_head = True
@@ -95,6 +115,37 @@ class _GuardedProtocol(HttpToolsProtocol):
         self._body_idle_s = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._arm(self.read_timeout_s, self._head_deadline)
+        cap = self.limit_concurrency
+        if cap is not None and len(self.connections) >= cap:
+            self._make_room(cap)
+
+    def _make_room(self, cap: int) -> None:
+        """At the cap: close the oldest connection that runs no request (see
+        ``_evictable``), else refuse this one with a 503 (uvicorn answers 503 from
+        ``cap`` connections on)."""
+        live = [c for c in self.connections if not c.transport.is_closing()]
+        if len(live) < cap:
+            return  # those over the count are closing already
+        opened_before = self.loop.time() - MIN_VICTIM_AGE_S
+        heads = [c for c in live if c is not self and c._evictable(opened_before)]
+        if heads:
+            oldest = min(heads, key=lambda c: c._opened_at)
+            logger.info("closing connection from %s: no request, at the cap", oldest.client)
+            oldest._disarm()
+            oldest.transport.close()
+            return
+        self._refused = True
+        self._disarm()
+        self.transport.write(_FULL)
+        self.transport.close()
+
+    def _evictable(self, opened_before: float) -> bool:
+        """No request runs: idle after a response, or a head trickling in (some bytes of
+        it came, not all), or nothing yet since before ``opened_before``. A client whose
+        head is on its way but still unread (during a flood of connections) is spared."""
+        if self._reading_head:
+            return self._head_wire > 0 or self._opened_at <= opened_before
+        return self.cycle is not None and self.cycle.response_complete
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

@@ -9,6 +9,8 @@ import hmac
 import time
 from urllib.parse import parse_qs
 
+from apipod.app.numbers import bounded_int
+
 FILES_PREFIX = "/files/"
 
 
@@ -28,7 +30,8 @@ def has_valid_signature(api_key: str, path: str, query_string: bytes) -> bool:
     if not path.startswith(FILES_PREFIX):
         return False
     query = parse_qs(query_string.decode("latin-1"))
-    expires, supplied = query.get("expires", [""])[0], query.get("signature", [""])[0]
-    if not expires.isdigit() or int(expires) < time.time() or not supplied:
+    expires = bounded_int(query.get("expires", [""])[0])
+    supplied = query.get("signature", [""])[0]
+    if expires is None or expires < time.time() or not supplied:
         return False
-    return hmac.compare_digest(supplied, signature(api_key, path, int(expires)))
+    return hmac.compare_digest(supplied, signature(api_key, path, expires))

@@ -34,9 +34,10 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from apipod.app.numbers import query_int
 from apipod.app.openapi import JOBS_TAG
 from apipod.app.queue import JOB_ID_PATTERN, QueueFrontEnd, check_job_id
-from apipod.endpoint import EndpointSpec, InputValidationError
+from apipod.endpoint import EndpointSpec
 from apipod.errors import JobNotFound
 from apipod.media.results import encode_result
 from apipod.payload import RenderFile, decode
@@ -280,11 +281,8 @@ def resume_after(last_event_id: str | None) -> int:
     """The chunk number a client last saw (0: none); a malformed one is a 422."""
     if last_event_id is None or last_event_id.strip() == "":
         return 0
-    text = last_event_id.strip()
-    if not text.isdigit() or len(text) > 18:
-        error = {"type": "int_parsing", "loc": ["header", "last-event-id"], "input": text[:100]}
-        raise InputValidationError([{**error, "msg": "Last-Event-ID must be a chunk number"}])
-    return int(text)
+    message = "Last-Event-ID must be a chunk number"
+    return query_int(last_event_id.strip(), "last-event-id", message, location="header")
 
 
 def install_stream_route(app: FastAPI, queue: QueueFrontEnd) -> StreamHub:

@@ -24,6 +24,7 @@ from media_toolkit.core.content_detectors import ContentDetector
 
 from apipod.errors import MediaError, MediaTooLarge, UploadTooLarge
 from apipod.media.fetch import SPOOL_MEMORY_BYTES, fetch_url
+from apipod.media.guard import FetchGuard
 from apipod.media.names import safe_name
 from apipod.media.urlpolicy import UrlPolicy
 
@@ -92,11 +93,12 @@ class EncodedText:
 class MediaBudget:
     """The media bytes one request may bring in, all inputs together: uploads, base64,
     ``data:`` URLs and URL downloads count against one limit (the endpoint's
-    ``max_upload_file_size_mb``)."""
+    ``max_upload_file_size_mb``). ``guard`` stops its URL downloads when the request ends."""
 
-    def __init__(self, limit_bytes: int) -> None:
+    def __init__(self, limit_bytes: int, guard: FetchGuard | None = None) -> None:
         self.limit_bytes = limit_bytes
         self.used = 0
+        self.guard = guard or FetchGuard()
 
     def take(self, count: int) -> None:
         self.used += count
@@ -203,7 +205,7 @@ def _payload_from_string(
     lowered = text[:16].lower()
     if lowered.startswith(("http://", "https://")):
         try:
-            fetched = fetch_url(text, policy, field, budget.remaining())
+            fetched = fetch_url(text, policy, field, budget.remaining(), budget.guard)
         except MediaTooLarge:
             if budget.remaining() < policy.max_bytes:  # the request's budget was the bound
                 budget.take(budget.remaining() + 1)

@@ -4,6 +4,11 @@ The host is resolved here, every address is checked against the policy, and the 
 goes to the checked address itself (the name is never resolved again, so DNS rebinding
 cannot swap in another address). Redirects are followed by hand and every hop is checked
 the same way. One deadline covers the whole download, and the body is capped in size.
+
+A download runs in a thread of its own that ends with it: every socket it opens is
+registered with a :class:`FetchGuard`, which shuts them down when the deadline passes or
+the request that wanted the file ends (answered or abandoned), so a thread blocked reading
+a server that dribbles bytes returns at once and its connection closes.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import IO, Any
 import httpx
 
 from apipod.errors import MediaError, MediaTooLarge
+from apipod.media.guard import FetchGuard, guarded_transport
 from apipod.media.names import FALLBACK_NAME, safe_name
 from apipod.media.urlpolicy import (
     IPAddress,
@@ -41,6 +47,8 @@ logger = logging.getLogger(__name__)
 _SCHEMES = ("http", "https")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 SPOOL_MEMORY_BYTES = 1 << 20
+#: How often a caller waiting for a download looks whether its request was cancelled.
+CANCEL_CHECK_S = 0.05
 _HEADERS = {"Accept": "*/*", "Accept-Encoding": "identity", "User-Agent": "apipod-media-fetch"}
 
 
@@ -64,7 +72,11 @@ class FetchedMedia:
 
 
 def fetch_url(
-    url: str, policy: UrlPolicy, field: str | None = None, max_bytes: int | None = None
+    url: str,
+    policy: UrlPolicy,
+    field: str | None = None,
+    max_bytes: int | None = None,
+    guard: FetchGuard | None = None,
 ) -> FetchedMedia:
     """Download ``url`` under ``policy``; ``field`` names the input in error messages.
 
@@ -72,13 +84,17 @@ def fetch_url(
     the policy does not allow, too many redirects), the download fails or answers a
     non-2xx status or a compressed body (``Content-Encoding``), the body exceeds
     ``policy.max_bytes`` (or ``max_bytes``, what is left of a request's media budget),
-    or ``policy.timeout_s`` passes. Blocks the calling thread; returns or raises within
-    ``policy.timeout_s``.
+    or ``policy.timeout_s`` passes, or ``guard`` is cancelled (the request ended). Blocks
+    the calling thread; returns or raises within ``policy.timeout_s``, and its download
+    thread and connection end with it.
     """
     limit = policy.max_bytes if max_bytes is None else min(policy.max_bytes, max_bytes)
     deadline = time.monotonic() + policy.timeout_s
-    job = _Job(policy, field, deadline, threading.Event(), limit)
+    job = _Job(policy, field, deadline, guard or FetchGuard(), limit)
+    if job.guard.is_set():
+        raise job.refuse("the request ended before the download started", log=False)
     outcome: list[FetchedMedia | BaseException] = []
+    done = threading.Event()
 
     def work() -> None:
         try:
@@ -88,14 +104,18 @@ def fetch_url(
         except Exception as exc:  # a URL or response no check foresaw: still the client's
             logger.info("media download from %r failed unexpectedly", url, exc_info=True)
             outcome.append(job.refuse(f"could not fetch the URL ({type(exc).__name__})"))
+        finally:
+            done.set()
 
     # The download runs in its own thread so that the caller gets its answer by the
     # deadline even while getaddrinfo or a socket operation is still blocked.
     worker = threading.Thread(target=work, name="apipod-media-fetch", daemon=True)
     worker.start()
-    worker.join(job.remaining())
+    while not done.wait(min(CANCEL_CHECK_S, job.remaining())):
+        if job.guard.is_set() or job.remaining() <= 0:
+            break
     if not outcome:
-        job.cancelled.set()
+        job.guard.cancel()  # the thread's socket shuts: it ends now, not at its read
         raise job.timed_out()
     result = outcome[0]
     if isinstance(result, BaseException):
@@ -129,14 +149,14 @@ class _Job:
     policy: UrlPolicy
     field: str | None
     deadline: float
-    cancelled: threading.Event
+    guard: FetchGuard
     max_bytes: int
 
     @classmethod
     def unbound(cls, policy: UrlPolicy) -> _Job:
         """A call that belongs to no media input (a webhook): the policy's own limits."""
         return cls(
-            policy, None, time.monotonic() + policy.timeout_s, threading.Event(), policy.max_bytes
+            policy, None, time.monotonic() + policy.timeout_s, FetchGuard(), policy.max_bytes
         )
 
     def remaining(self) -> float:
@@ -255,7 +275,10 @@ def _open(
     # undo the address check. A client per hop: no pooled connection or cookie is reused
     # between host names that share an address.
     with httpx.Client(
-        trust_env=False, follow_redirects=False, verify=_ssl_context(), timeout=job.remaining()
+        transport=guarded_transport(job.guard, _ssl_context()),
+        trust_env=False,
+        follow_redirects=False,
+        timeout=job.remaining(),
     ) as client:
         response = _send_first(client, url, addresses, job, **request)
         try:
@@ -327,7 +350,7 @@ def _read_body(response: httpx.Response, job: _Job) -> tuple[IO[bytes], int]:
             size += len(chunk)
             if size > job.max_bytes:
                 raise job.too_large()
-            if job.cancelled.is_set() or job.remaining() <= 0:
+            if job.guard.is_set() or job.remaining() <= 0:
                 raise job.timed_out()
             body.write(chunk)
     except BaseException:

@@ -3,15 +3,22 @@ wait up to ``batch_wait_ms`` for more, and run them in one call of the endpoint 
 
 Each job of a batch keeps its own row: status, result, error, attempts, lease, timeout
 and cancel. The function gets one list per parameter and returns one result per job; a
-result that is an exception instance fails only its job, an exception raised by the call
-fails every job of the batch. A job cancelled while its batch fills is dropped before the
-call; one cancelled during the call stays cancelled (its result is not stored), and the
-call goes on for the others.
+result that is an exception instance fails only its job. When the call raises, each job
+is run again alone (a batch of one), so only the job whose input fails gets an error,
+its own: no job's error carries another job's input (a result list of the wrong length
+fails every job at once: that error quotes no input). A job cancelled while its batch
+fills is dropped before the call; one cancelled during the call stays cancelled (its
+result is not stored), and the call goes on for the others.
+
+Progress: a function that asks for ``list[JobProgress]`` gets one reporter per job, whose
+messages reach that job only. A plain ``JobProgress`` in a batch of several is shared: its
+value reaches every job, its message none (it may name one job's input).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -21,7 +28,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from apipod.endpoint import EndpointSpec, batch_arguments, batch_results
-from apipod.errors import JobCancelled, StoreUnavailable, client_error_text
+from apipod.errors import BatchResultError, JobCancelled, StoreUnavailable, client_error_text
 from apipod.progress import JobProgress
 from apipod.store.base import JobStore
 from apipod.store.records import Job
@@ -170,6 +177,7 @@ class BatchRun:
         batch = ready[0].batch_id
         logger.info("batch %s: %d job(s) of %s", batch, len(ready), self._spec.path)
         with contextlib.ExitStack() as stack:
+            stack.callback(self._runner.release)  # the stored files the arguments read
             watches = [
                 stack.enter_context(JobWatch(self._store, j.id, self._worker_id, self._lease_s))
                 for j in ready
@@ -179,12 +187,33 @@ class BatchRun:
             except JobCancelled:
                 logger.info("batch %s stopped: every job of it was cancelled", batch)
                 return
+            except BatchResultError as exc:  # the function's contract, no input quoted
+                logger.exception("batch %s failed (%d jobs)", batch, len(ready))
+                results = [exc] * len(ready)
             except Exception as exc:
                 logger.exception("batch %s failed (%d jobs)", batch, len(ready))
-                results = [exc] * len(ready)  # the call's error is every job's error
+                # Which input failed is unknown and the error may quote it: each job
+                # runs again alone, so every error a client reads is its own.
+                results = self._alone(ready, watches) if len(ready) > 1 else [exc]
             for job, watch, result in zip(ready, watches, results, strict=True):
                 watch.flush()
+                if isinstance(result, JobCancelled):
+                    logger.info("job %s stopped after cancellation", job.id, extra=_job_fields(job))
+                    continue
                 self._settle(job, result)
+
+    def _alone(self, jobs: Sequence[Job], watches: Sequence[JobWatch]) -> list[Any]:
+        """Each job's outcome from a call of its own (with arguments read afresh: the
+        failed call may have consumed its media): its result or its exception."""
+        outcomes: list[Any] = []
+        for job, watch in zip(jobs, watches, strict=True):
+            try:
+                kwargs = self._runner.arguments(self._spec, job.inputs)
+                (outcome,) = self._call([kwargs], BatchProgress([watch]))
+            except Exception as exc:  # JobCancelled included: that job was cancelled
+                outcome = exc
+            outcomes.append(outcome)
+        return outcomes
 
     def _arguments(self, jobs: Sequence[Job]) -> tuple[list[Job], list[dict[str, Any]]]:
         """The jobs whose stored inputs load, and their arguments; the others fail."""
@@ -200,7 +229,9 @@ class BatchRun:
 
     def _call(self, calls: list[dict[str, Any]], progress: BatchProgress) -> list[Any]:
         kwargs = batch_arguments(self._spec, calls)
-        if self._spec.progress_param:
+        if self._spec.progress_per_job:
+            kwargs[self._spec.progress_param] = progress.per_job()
+        elif self._spec.progress_param:
             kwargs[self._spec.progress_param] = JobProgress(progress.report)
         return batch_results(self._spec, self._runner.call(self._spec, kwargs), len(calls))
 
@@ -228,19 +259,29 @@ class BatchRun:
 
 
 class BatchProgress:
-    """The progress sink of a batch: every report goes to each job still owned; the
+    """The progress sinks of a batch. ``report`` (a shared ``JobProgress``) sends the
+    value to each job still owned, and the message only in a batch of one: a message may
+    quote one job's input. ``per_job`` gives one reporter per job, message included. The
     call is stopped (``JobCancelled``) only once no job of the batch is left."""
 
     def __init__(self, watches: Sequence[JobWatch]) -> None:
         self._watches = watches
 
     def report(self, progress: float | None, message: str | None) -> None:
-        reached = 0
-        for watch in self._watches:
+        shared = len(self._watches) > 1
+        self._send(self._watches, progress, None if shared else message)
+
+    def per_job(self) -> list[JobProgress]:
+        """One ``JobProgress`` per job (``list[JobProgress]`` parameters), in batch order."""
+        return [JobProgress(functools.partial(self._send, [watch])) for watch in self._watches]
+
+    def _send(
+        self, watches: Sequence[JobWatch], progress: float | None, message: str | None
+    ) -> None:
+        for watch in watches:
             with contextlib.suppress(JobCancelled):
                 watch.report(progress, message)
-                reached += 1
-        if not reached:
+        if all(watch.lost.is_set() for watch in self._watches):
             raise JobCancelled("every job of the batch was cancelled")
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from media_toolkit import ImageFile
 
-from apipod import APIPod
+from apipod import APIPod, JobProgress
 from apipod.errors import EndpointDefinitionError
 from tests.app.support import png_bytes, served
 
@@ -52,6 +52,27 @@ def test_batch_options_are_checked_at_decoration() -> None:
             yield from text
 
     assert not {"/a", "/b", "/c", "/d"} & set(app.endpoints)
+
+
+def test_list_of_job_progress_is_one_reporter_per_job_of_a_batched_endpoint() -> None:
+    app = APIPod()
+
+    @app.endpoint("/tag", batch_size=4)
+    def tag(text: list[str], reporters: list[JobProgress]) -> list:
+        return text
+
+    spec = app.endpoints["/tag"]
+    assert (spec.progress_param, spec.progress_per_job) == ("reporters", True)
+    assert [p.name for p in spec.params] == ["text"]
+    with pytest.raises(EndpointDefinitionError, match="is for batched endpoints"):
+
+        @app.endpoint("/one")
+        def one(text: str, job_progress: list[JobProgress]) -> str:
+            return text
+
+    with served("sync_batch") as client:  # synchronous mode: a list of one reporter
+        body = client.post("/tagged", json={"text": "a"}).json()
+        assert body == {"text": "a", "reporters": 1}
 
 
 def test_a_batched_endpoint_answers_synchronously_as_a_batch_of_one() -> None:

@@ -16,18 +16,21 @@ app = APIPod(compute="serverless", provider="localhost", title="queue-batch")
 @app.endpoint("/echo", batch_size=4, batch_wait_ms=1500)
 def echo(
     text: list[str],
-    job_progress: JobProgress,
+    job_progress: list[JobProgress],
     pause: list[float] = 0.0,  # type: ignore[assignment]  # each job's default
 ) -> list:
     """Each job's text back, with the texts of its whole batch. ``fail`` fails its own
-    job, ``boom`` the whole batch, ``crash`` kills the worker; ``pause`` sleeps."""
-    job_progress.set_status(0.5, f"batch of {len(text)}")
+    job, ``boom`` the call (each job then runs alone), ``crash`` kills the worker;
+    ``pause`` sleeps."""
+    for progress in job_progress:
+        progress.set_status(0.5, f"batch of {len(text)}")
     if "crash" in text:
         os._exit(17)
     if "boom" in text:
         raise RuntimeError("the whole batch failed")
     time.sleep(max(pause))
-    job_progress.set_status(0.9, "almost")
+    for progress in job_progress:
+        progress.set_status(0.9, "almost")
     return [
         ValueError(f"cannot echo {t}") if t == "fail" else {"text": t, "batch": text} for t in text
     ]
@@ -62,3 +65,19 @@ def shapes(image: list[ImageFile]) -> list:
     return [
         {"shape": list(img.to_np_array().shape), "batch": len(image), "same": img} for img in image
     ]
+
+
+@app.endpoint("/parse", batch_size=8, batch_wait_ms=10_000)
+def parse(text: list[str], job_progress: list[JobProgress]) -> list:
+    """A model whose call raises on one bad input, quoting it (``float('SECRET')``)."""
+    for progress, item in zip(job_progress, text, strict=True):
+        progress.set_status(0.5, f"parsing {item}")
+    return [{"text": item, "value": float(item), "batch": len(text)} for item in text]
+
+
+@app.endpoint("/parse_shared", batch_size=8, batch_wait_ms=10_000)
+def parse_shared(text: list[str], job_progress: JobProgress) -> list:
+    """The same with one shared reporter, whose message names one job's input."""
+    for item in text:
+        job_progress.set_status(0.5, f"parsing {item}")
+    return [{"text": item, "value": float(item), "batch": len(text)} for item in text]

@@ -4,7 +4,9 @@ on PostgreSQL; each job of a batch keeps its own outcome."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -114,15 +116,69 @@ def test_each_result_of_a_batch_is_encoded_as_the_item_type_of_its_list_annotati
         assert pixels.shape == (side, side, 3)
 
 
-def test_a_batch_that_raises_fails_every_job_with_its_error(
+def test_a_batch_that_raises_runs_each_job_alone_and_only_the_bad_one_fails(
     client: httpx.Client, store: JobStore
 ) -> None:
     ids = submit_all(client, "/echo", [{"text": "p"}, {"text": "boom"}])
-    for job_id in ids:
-        body = wait_terminal(client, job_id)
-        assert body["status"] == "failed", body
-        assert body["error"].startswith("RuntimeError: the whole batch failed")
-        assert store.get(job_id).attempts == 1
+    fine, failed = (wait_terminal(client, job_id) for job_id in ids)
+    assert fine["status"] == "finished" and fine["result"]["batch"] == ["p"], fine
+    assert failed["status"] == "failed", failed
+    assert failed["error"].startswith("RuntimeError: the whole batch failed")
+    assert [store.get(job_id).attempts for job_id in ids] == [1, 1]
+
+
+SECRET = "SECRET-of-client-3"
+
+
+@pytest.mark.parametrize("path", ["/parse", "/parse_shared"])
+def test_eight_clients_in_one_batch_never_read_each_others_input(
+    service: ServiceProcess, client: httpx.Client, path: str
+) -> None:
+    """Eight clients at once (one batch of 8) and one input that makes the call raise,
+    quoting it: only its job fails, with its own error; no job's error, message or result
+    names another job's input, whether progress is per job or shared."""
+    texts = [f"{n}0{n}.{n}7" for n in range(8)]
+    texts[3] = SECRET
+    bodies = eight_clients(service, path, texts)
+    for n, (text, body) in enumerate(zip(texts, bodies, strict=True)):
+        if n == 3:
+            assert body["status"] == "failed", body
+            assert body["error"].startswith("ValueError: could not convert string to float")
+            assert SECRET in body["error"]
+        else:
+            assert body["status"] == "finished", body
+            assert body["result"]["text"] == text and body["message"] == f"parsing {text}"
+
+
+@pytest.mark.parametrize("path", ["/parse", "/parse_shared"])
+def test_progress_messages_of_a_batch_reach_only_their_own_job(
+    service: ServiceProcess, client: httpx.Client, path: str
+) -> None:
+    """list[JobProgress]: each job shows its own message; one shared JobProgress in a
+    batch of several: every job shows the value, none the message."""
+    texts = [f"{n}1{n}.{n}3" for n in range(8)]
+    for text, body in zip(texts, eight_clients(service, path, texts), strict=True):
+        assert body["status"] == "finished" and body["result"]["batch"] == 8, body
+        assert body["progress"] >= 0.5, body
+        expected = f"parsing {text}" if path == "/parse" else None
+        assert body.get("message") == expected, body
+
+
+def eight_clients(service: ServiceProcess, path: str, texts: list[str]) -> list[dict]:
+    """Each text sent by a client of its own, all at once: their terminal JobResults,
+    checked to come from one batch and to name no other client's input."""
+
+    def one_client(text: str) -> dict:
+        with client_for(service) as own:
+            return wait_terminal(own, submit(own, path, {"text": text}), timeout=60)
+
+    with ThreadPoolExecutor(len(texts)) as pool:
+        bodies = list(pool.map(one_client, texts))
+    assert len({body["metrics"]["batch_id"] for body in bodies}) == 1, bodies  # one batch
+    for text, body in zip(texts, bodies, strict=True):
+        own = json.dumps({key: body.get(key) for key in ("error", "message", "result")})
+        assert not [other for other in texts if other != text and other in own], (text, own)
+    return bodies
 
 
 def test_a_job_cancelled_while_its_batch_fills_is_dropped_from_it(
