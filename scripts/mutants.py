@@ -1151,6 +1151,18 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         "slow clients sending their heads fill the connection cap: /health answers 503",
     ),
+    # --- merge of issues 21 and 23: the embedded worker and the data dir beside the service ---
+    Mutant(
+        "embedded-worker-shares-the-data-dir",
+        "apipod/worker/embedded.py",
+        "self._data_lock = None if config.database_url else DataDirLock(config.data_dir)",
+        "self._data_lock = None",
+        (
+            "tests/compat/test_testclient.py::"
+            "test_an_embedded_worker_never_shares_a_sqlite_data_dir_with_another_runner",
+        ),
+        "a TestClient's embedded worker runs the jobs of an 'apipod start' on the same data dir",
+    ),
 )
 
 

@@ -30,10 +30,10 @@ from apipod.config import Config
 from apipod.errors import APIPodError, StoreUnavailable
 from apipod.store import open_store
 from apipod.store.base import JobStore
+from apipod.store.datalock import DataDirLock
 from apipod.store.retry import Backoff, Outage
 from apipod.supervisor.api_process import ApiProcess, check_port
 from apipod.supervisor.children import new_worker_id, start_worker
-from apipod.supervisor.datalock import DataDirLock
 from apipod.supervisor.gpus import check_gpus_exist, gpu_for_worker, resolve_gpus
 from apipod.supervisor.lifecycle import Decision, Kill, Phase, StoreCall, WorkerSlot
 from apipod.supervisor.reload import FileWatcher, stop_workers

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from apipod.config import Config
 from apipod.errors import ServiceLoadError
 from apipod.store.base import JobStore
+from apipod.store.datalock import DataDirLock
 from apipod.worker.messages import (
     Busy,
     Idle,
@@ -69,13 +70,21 @@ class EmbeddedWorker:
         self._thread.daemon = True
         self._clock = threading.Thread(target=self._tick, name="apipod-embedded-clock")
         self._clock.daemon = True
+        # SQLite: the data dir's one job runner, as a supervisor is (PostgreSQL is shared
+        # by design). Without it a TestClient and an 'apipod start' of the same service
+        # file, whose data dir sits beside it, would run each other's jobs.
+        self._data_lock = None if config.database_url else DataDirLock(config.data_dir)
 
     @property
     def worker_id(self) -> str:
         return self.spec.worker_id
 
     def start(self) -> None:
-        """Start the worker thread (it runs ``on_worker_start`` first) and the clock."""
+        """Start the worker thread (it runs ``on_worker_start`` first) and the clock;
+        :class:`~apipod.store.datalock.DataDirInUse` when another process runs this
+        SQLite data dir's jobs."""
+        if self._data_lock is not None:
+            self._data_lock.acquire()
         logger.warning(WARNING)
         self._thread.start()
         self._clock.start()
@@ -105,6 +114,9 @@ class EmbeddedWorker:
             self._store.remove_worker(self.worker_id)
         except Exception:  # best effort: a stale row is pruned by the next supervisor
             logger.warning("could not remove the embedded worker's row", exc_info=True)
+        finally:
+            if self._data_lock is not None:
+                self._data_lock.release()
 
     # --- the worker's reports (its MessageSink) ----------------------------------------------
     def send(self, message: WorkerMessage) -> None:

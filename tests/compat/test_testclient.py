@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient
 
 from apipod import APIPod, JobResult
 from apipod.errors import ServiceLoadError
+from apipod.store.datalock import DataDirInUse, DataDirLock
 from tests.app.support import png_bytes, wav_bytes
 from tests.helpers import http_client, serve_in_thread
 from tests.services import compat_register
@@ -309,6 +310,32 @@ def test_one_warning_names_apipod_start_and_role_api_runs_no_job(
         time.sleep(0.5)  # ample time for a worker that should not exist
         assert client.get(f"/status/{job_id}").json()["status"] == "queued"
     assert not [r for r in caplog.records if r.name == "apipod.worker.embedded"]
+
+
+def test_an_embedded_worker_never_shares_a_sqlite_data_dir_with_another_runner(
+    tmp_path: Path,
+) -> None:
+    # The data dir sits beside the service file by default, so a TestClient and an
+    # 'apipod start' of one service share it: the second runner must refuse, not claim
+    # the first one's jobs. The lock is the supervisor's own, held here for real.
+    held = DataDirLock(tmp_path)
+    held.acquire()
+    try:
+        with (
+            store_env("sqlite", tmp_path),
+            pytest.raises(DataDirInUse, match=str(tmp_path)),
+            build_service(compat_register.register, compute="serverless"),
+        ):
+            pass
+    finally:
+        held.release()
+    with (  # released: the next run takes it
+        store_env("sqlite", tmp_path),
+        build_service(compat_register.register, compute="serverless") as client,
+    ):
+        assert call(client, "/record", json={"name": "after"}) == "after"
+        with pytest.raises(DataDirInUse):
+            DataDirLock(tmp_path).acquire()
 
 
 def test_a_plain_uvicorn_run_runs_queued_jobs(tmp_path: Path) -> None:

@@ -1,4 +1,6 @@
-"""One supervisor per data dir: an exclusive ``flock`` on ``<data_dir>/supervisor.lock``.
+"""One job runner per SQLite data dir: an exclusive ``flock`` on ``<data_dir>/supervisor.lock``,
+held by ``apipod start``'s supervisor, or by the embedded worker of an app run outside it
+(TestClient, ``uvicorn service:app``), so two never claim each other's jobs.
 
 The kernel drops the lock when its holder dies, however it dies, so a stale lock after a
 ``kill -9`` never blocks a restart. The file holds the holder's pid, for the message a
@@ -18,7 +20,7 @@ LOCK_NAME = "supervisor.lock"
 
 
 class DataDirInUse(APIPodError):
-    """Another live supervisor holds this data dir."""
+    """Another live supervisor (or embedded worker) holds this data dir."""
 
 
 class DataDirLock:
@@ -39,7 +41,7 @@ class DataDirLock:
             holder = _read_pid(fd)
             os.close(fd)
             raise DataDirInUse(
-                f"data dir {self.data_dir} is in use by another apipod supervisor "
+                f"data dir {self.data_dir} is in use by another apipod process "
                 f"(pid {holder}); stop that one first, or give this one its own "
                 f"data dir: {setting_hint('data_dir')}"
             ) from None
