@@ -1163,6 +1163,17 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         "a TestClient's embedded worker runs the jobs of an 'apipod start' on the same data dir",
     ),
+    Mutant(
+        "json-limit-skips-cut-out-text",
+        "apipod/app/jsonbody.py",
+        "        if not files_only:  # the cut-out text becomes a str in memory: it counts as JSON",
+        "        if False:",
+        (
+            "tests/app/test_jsonbody.py::"
+            "test_a_long_base64_like_text_for_a_str_parameter_counts_against_max_json_mb",
+        ),
+        "a long base64-like str value beside media escapes max_json_mb and the in-flight budget",
+    ),
 )
 
 

@@ -69,11 +69,35 @@ def parse_json_inputs(
         raise _invalid("the JSON body must be an object of inputs")
     _check_document(document, check_text=_SURROGATE_ESCAPE.search(small) is not None)
     values: dict[str, Any] = {}
+    held = len(small)
     for key, value in document.items():
         param = spec.param(_restore(key, texts, keep_encoded=False))
-        if param is not None:
-            values[param.name] = _restore(value, texts, keep_encoded=_takes_only_files(param))
+        if param is None:
+            continue
+        files_only = _takes_only_files(param)
+        if not files_only:  # the cut-out text becomes a str in memory: it counts as JSON
+            text_bytes = _cut_text_bytes(value, texts)
+            held += text_bytes
+            if limit_bytes is not None and held > limit_bytes:
+                raise UploadTooLarge(limit_bytes, "the JSON body beside base64 media (max_json_mb)")
+            if reserve is not None and text_bytes:
+                reserve(text_bytes)
+        values[param.name] = _restore(value, texts, keep_encoded=files_only)
     return values
+
+
+def _cut_text_bytes(value: Any, texts: dict[str, EncodedText]) -> int:
+    """The length of the cut-out strings that ``value`` refers to."""
+    if not texts:
+        return 0
+    if isinstance(value, str):
+        text = texts.get(value)
+        return 0 if text is None else text.end - text.start
+    if isinstance(value, list):
+        return sum(_cut_text_bytes(v, texts) for v in value)
+    if isinstance(value, dict):
+        return sum(_cut_text_bytes(k, texts) + _cut_text_bytes(v, texts) for k, v in value.items())
+    return 0
 
 
 def _cut_long_strings(body: bytes | bytearray) -> tuple[bytes | bytearray, dict[str, EncodedText]]:
