@@ -82,12 +82,14 @@ class HostPolicy:
 
 def default_hosts(config: Config) -> list[str]:
     """The bind address, loopback names and ``public_url``'s host; for a wildcard bind
-    also this machine's host name, fully qualified name and interface addresses."""
+    also this machine's host name and interface addresses. Not ``getfqdn()``: it asks
+    DNS, and this runs on the event loop at the first request (a slow resolver would stall
+    every connection); a name DNS gives the box goes in ``allowed_hosts``."""
     hosts = [config.host, *_LOOPBACK]
     if config.public_url:
         hosts.append(urlsplit(config.public_url).hostname or "")
     if config.host in _ANY_ADDRESS:
-        hosts += [socket.gethostname(), socket.getfqdn(), *_interface_addresses()]
+        hosts += [socket.gethostname(), *_interface_addresses()]
     return [h for h in hosts if h and h not in _ANY_ADDRESS]
 
 
