@@ -1174,6 +1174,17 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         "a long base64-like str value beside media escapes max_json_mb and the in-flight budget",
     ),
+    Mutant(
+        "openai-transcription-form-unbounded",
+        "apipod/app/openai/bodies.py",
+        "            limited.headers, limited.stream(), limits.json_bytes, memory.take",
+        "            limited.headers, limited.stream(), limits.upload_bytes, memory.take",
+        (
+            "tests/app/test_openai_sync.py::"
+            "test_a_transcription_form_text_field_is_held_to_max_json_mb",
+        ),
+        "a transcription form's text field may be as large as an upload, held in memory",
+    ),
 )
 
 

@@ -276,3 +276,17 @@ def test_a_stream_whose_client_leaves_stops_the_generator_at_its_next_yield(
 
     lines = wait_until(closed, 30, "the generator saw GeneratorExit")
     assert len([line for line in lines if " yield " in line]) <= received + 1, lines
+
+
+def test_a_transcription_form_text_field_is_held_to_max_json_mb(base_url: str) -> None:
+    # Issue 22's "300 MB text field" attack, on the OpenAI route: text fields of the form
+    # are bounded while it streams in (max_json_mb, 16 MB by default); the file is not.
+    files = {"file": ("a.mp3", b"12345", "audio/mpeg")}
+    with http_client(base_url, timeout=60) as http:
+        big = http.post(
+            "/v1/audio/transcriptions", data={"model": "t", "prompt": "p" * 17_000_000}, files=files
+        )
+        small = http.post("/v1/audio/transcriptions", data={"model": "t"}, files=files)
+    assert big.status_code == 413, big.text
+    assert "'prompt'" in big.json()["error"]["message"]
+    assert small.status_code == 200 and small.json()["text"] == "5 bytes"

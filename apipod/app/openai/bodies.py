@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
 from apipod.app.budget import Reservation
+from apipod.app.forms import parse_multipart
 from apipod.app.inputs import BodyLimits, _check_declared_length, _limited_receive, _read_body
 from apipod.app.jsonbody import parse_json_inputs
 from apipod.app.openai.kinds import CHAT, EMBEDDING, IMAGE, TRANSCRIPTION, Binding, Kind
@@ -57,7 +58,10 @@ async def read_document(
     receive = _limited_receive(request.receive, limit, what, None if multipart else memory.take)
     limited = Request(request.scope, receive=receive)
     if multipart and kind is TRANSCRIPTION:
-        return await _from_form(limited, limit, memory)
+        form = await parse_multipart(
+            limited.headers, limited.stream(), limits.json_bytes, memory.take
+        )
+        return await _from_form(form, memory)
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
         raise UnsupportedContentType(content_type)
     body = await _read_body(limited)
@@ -72,16 +76,16 @@ async def read_document(
     return document
 
 
-async def _from_form(request: Request, limit: int, memory: Reservation) -> dict[str, Any]:
-    form = await request.form(max_files=16, max_fields=256, max_part_size=limit)
+async def _from_form(form: FormData, memory: Reservation) -> dict[str, Any]:
+    """The document of a transcription form (its text fields were bounded by
+    ``max_json_mb`` while it was parsed; the audio file is held as base64)."""
     document: dict[str, Any] = {}
     try:
         for key, value in form.multi_items():
             name = key.removesuffix("[]")
             if isinstance(value, UploadFile):
-                data = await value.read()
-                memory.take(len(data))
-                content = base64.b64encode(data).decode("ascii")
+                memory.take((value.size or 0) * 7 // 3)  # the bytes, then their base64
+                content = base64.b64encode(await value.read()).decode("ascii")
                 document["audio" if name == "file" else name] = {
                     "file_name": value.filename or "audio",
                     "content_type": value.content_type or "application/octet-stream",
