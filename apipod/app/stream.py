@@ -89,7 +89,7 @@ def sync_stream_response(spec: EndpointSpec, kwargs: dict[str, Any]) -> EventStr
 async def _sync_records(output: Generator | AsyncGenerator) -> AsyncGenerator[bytes, None]:
     seq = 0
     try:
-        async for value in _each(output):
+        async for value in each_value(output):
             seq += 1
             yield output_record(seq, _ENCODE(await run_in_threadpool(encode_result, value)))
         yield b"data: [DONE]\n\n"
@@ -98,16 +98,22 @@ async def _sync_records(output: Generator | AsyncGenerator) -> AsyncGenerator[by
         error = _ENCODE({"error": f"{type(exc).__name__}: {exc}"})
         yield f"event: error\ndata: {error}\n\n".encode()
     finally:
-        # Shielded: on a disconnect this runs in a cancelled task. A sync generator is
-        # never mid-step here (a thread step is not abandoned on cancel), so close() works.
-        with anyio.CancelScope(shield=True):
-            if isinstance(output, Generator):
-                await anyio.to_thread.run_sync(output.close)
-            else:
-                await output.aclose()
+        await close_output(output)
 
 
-async def _each(output: Generator | AsyncGenerator) -> AsyncIterator[Any]:
+async def close_output(output: Generator | AsyncGenerator) -> None:
+    """Close a function's generator at its ``yield`` (``GeneratorExit`` there). Shielded:
+    on a disconnect this runs in a cancelled task. A sync generator is never mid-step
+    here (a thread step is not abandoned on cancel), so ``close()`` works."""
+    with anyio.CancelScope(shield=True):
+        if isinstance(output, Generator):
+            await anyio.to_thread.run_sync(output.close)
+        else:
+            await output.aclose()
+
+
+async def each_value(output: Generator | AsyncGenerator) -> AsyncIterator[Any]:
+    """Each value a function's generator yields, sync (stepped in a thread) or async."""
     # A disconnect cancels this task. Each step of the function runs to its next
     # ``yield`` untouched (shielded, or in a thread that is not abandoned), so the
     # function sees GeneratorExit at that ``yield``, never a CancelledError mid-work.

@@ -7,11 +7,10 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Generator
 from typing import Any
 
-import anyio
 from starlette.concurrency import run_in_threadpool
 
 from apipod.app.calls import _encode, call_endpoint
-from apipod.app.stream import _each
+from apipod.app.stream import close_output, each_value
 from apipod.endpoint import EndpointSpec, as_generator, is_iterator
 from apipod.logs import job_context
 from apipod.media.results import encode_result
@@ -44,16 +43,11 @@ async def encoded_values(output: Generator | AsyncGenerator) -> AsyncGenerator[A
     """Each value the function yields, JSON-able; the generator is closed at its
     ``yield`` when the consumer stops early (a client that went away)."""
     try:
-        async for value in _each(output):
+        async for value in each_value(output):
             # Text (the common token) is its own encoding: no second thread hop for it.
             yield value if isinstance(value, str) else await run_in_threadpool(encode_result, value)
     finally:
-        # Shielded: on a disconnect this runs in a cancelled task (see stream.py).
-        with anyio.CancelScope(shield=True):
-            if isinstance(output, Generator):
-                await anyio.to_thread.run_sync(output.close)
-            else:
-                await output.aclose()
+        await close_output(output)
 
 
 async def collect(values: AsyncIterator[Any]) -> list[Any]:

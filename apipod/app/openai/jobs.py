@@ -16,7 +16,7 @@ import anyio
 from starlette.requests import Request
 from starlette.types import Receive
 
-from apipod.app.queue import MAX_WAIT_S
+from apipod.app.queue import MAX_WAIT_S, until_disconnect
 from apipod.app.stream import FALLBACK_POLL_S, READ_BATCH, StreamHub
 from apipod.payload import StoredMedia, decode
 from apipod.store.records import Chunk, Job
@@ -34,7 +34,7 @@ _BUSY_PAUSE_S = 0.05
 async def wait_for_job(app: APIPod, job: Job, receive: Receive) -> Job | None:
     """The job once it ended; None when the client went away first (then the job is
     cancelled, unless ``cancel_on_disconnect`` is off)."""
-    gone = asyncio.create_task(_disconnected(receive))
+    gone = asyncio.create_task(until_disconnect(receive, lambda: None))
     try:
         while True:
             began = time.monotonic()
@@ -51,12 +51,6 @@ async def wait_for_job(app: APIPod, job: Job, receive: Receive) -> Job | None:
                 await asyncio.sleep(_BUSY_PAUSE_S)
     finally:
         gone.cancel()
-
-
-async def _disconnected(receive: Receive) -> None:
-    # The body was read before, so the server sends nothing else but the disconnect.
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 async def cancel_abandoned(app: APIPod, job_id: str) -> None:
