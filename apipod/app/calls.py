@@ -116,15 +116,16 @@ async def call_endpoint(
     with job_context(None, spec.path):  # the thread pool runs in a copy of this context
         if spec.is_async:
             result = _only_result(spec, await spec.func(**kwargs))
-            return await run_in_threadpool(_encode, spec, result, image_format)
+            return await run_in_threadpool(encode_for, spec, result, image_format)
         return await run_in_threadpool(_call_and_encode, spec, kwargs, image_format)
 
 
 def _call_and_encode(spec: EndpointSpec, kwargs: dict[str, Any], image_format: str) -> Any:
-    return _encode(spec, _only_result(spec, spec.func(**kwargs)), image_format)
+    return encode_for(spec, _only_result(spec, spec.func(**kwargs)), image_format)
 
 
-def _encode(spec: EndpointSpec, result: Any, image_format: str) -> Any:
+def encode_for(spec: EndpointSpec, result: Any, image_format: str) -> Any:
+    """``result`` JSON-able, encoded by ``spec``'s return annotation (media become files)."""
     annotation = result_annotation(spec)
     hint_unannotated_array(spec.path, result, annotation)
     opened: list[IO[bytes]] = []

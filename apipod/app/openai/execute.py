@@ -9,7 +9,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from apipod.app.calls import _encode, call_endpoint
+from apipod.app.calls import call_endpoint, encode_for
 from apipod.app.stream import close_output, each_value
 from apipod.endpoint import EndpointSpec, as_generator, is_iterator
 from apipod.logs import job_context
@@ -36,7 +36,7 @@ async def call_now(
             output = await run_in_threadpool(spec.func, **kwargs)
     if is_iterator(output):
         return None, encoded_values(as_generator(output))
-    return await run_in_threadpool(_encode, spec, output, image_format), None
+    return await run_in_threadpool(encode_for, spec, output, image_format), None
 
 
 async def encoded_values(output: Generator | AsyncGenerator) -> AsyncGenerator[Any, None]:
