@@ -48,10 +48,10 @@ async def read_inputs(
     values = _from_query(request, spec)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     limit, what = limits.body_limit(content_type, bool(spec.media_params))
-    _check_declared_length(request, limit, what)
+    check_declared_length(request, limit, what)
     multipart = content_type == "multipart/form-data"
     count = None if multipart else memory.take  # multipart: files spool, fields count
-    receive = _limited_receive(request.receive, limit, what, count)
+    receive = limited_receive(request.receive, limit, what, count)
     limited = Request(request.scope, receive=receive)
     if multipart:
         stream = limited.stream()
@@ -62,7 +62,7 @@ async def read_inputs(
         form = await limited.form(max_fields=10_000, max_part_size=limit)
         values.update(_from_form(form, spec))
         return RawInputs(values, form)
-    body = await _read_body(limited)
+    body = await read_body(limited)
     if not body or body.isspace():
         return RawInputs(values)
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
@@ -95,7 +95,7 @@ class BodyLimits:
         return self.upload_bytes, "request body"
 
 
-async def _read_body(request: Request) -> bytearray:
+async def read_body(request: Request) -> bytearray:
     """The body in one buffer that grows with the bytes received, never with what
     Content-Length declares (a client that declares a gigabyte and sends two bytes
     holds two bytes). Large buffers grow by remapping pages, not by copying."""
@@ -134,14 +134,15 @@ def _from_fields(fields: ImmutableMultiDict[str, Any], spec: EndpointSpec) -> di
     return values
 
 
-def _check_declared_length(request: Request, limit_bytes: int, what: str) -> None:
+def check_declared_length(request: Request, limit_bytes: int, what: str) -> None:
+    """UploadTooLarge at once when Content-Length declares more than ``limit_bytes``."""
     # Refusing early by Content-Length is safe; allocating by it never is.
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit_bytes:
         raise UploadTooLarge(limit_bytes, what)
 
 
-def _limited_receive(
+def limited_receive(
     receive: Callable[[], Awaitable[Message]],
     limit_bytes: int,
     what: str,

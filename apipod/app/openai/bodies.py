@@ -14,7 +14,7 @@ from starlette.requests import Request
 
 from apipod.app.budget import Reservation
 from apipod.app.forms import parse_multipart
-from apipod.app.inputs import BodyLimits, _check_declared_length, _limited_receive, _read_body
+from apipod.app.inputs import BodyLimits, check_declared_length, limited_receive, read_body
 from apipod.app.jsonbody import parse_json_inputs
 from apipod.app.openai.kinds import CHAT, EMBEDDING, IMAGE, TRANSCRIPTION, Binding, Kind
 from apipod.endpoint import InputValidationError
@@ -54,8 +54,8 @@ async def read_document(
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     multipart = content_type == "multipart/form-data"
     limit, what = limits.body_limit(content_type, kind is TRANSCRIPTION)
-    _check_declared_length(request, limit, what)
-    receive = _limited_receive(request.receive, limit, what, None if multipart else memory.take)
+    check_declared_length(request, limit, what)
+    receive = limited_receive(request.receive, limit, what, None if multipart else memory.take)
     limited = Request(request.scope, receive=receive)
     if multipart and kind is TRANSCRIPTION:
         form = await parse_multipart(
@@ -64,7 +64,7 @@ async def read_document(
         return await _from_form(form, memory)
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
         raise UnsupportedContentType(content_type)
-    body = await _read_body(limited)
+    body = await read_body(limited)
     if not body.strip():
         raise _invalid("", "the request body is empty: send the request as a JSON object")
     name = binding.param.encode()
