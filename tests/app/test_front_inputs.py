@@ -177,12 +177,13 @@ def test_http_error_raised_by_a_function_is_the_answer(front: httpx.Client) -> N
 
 
 def test_in_flight_budget_answers_503_with_retry_after() -> None:
-    """Two large bodies at once with room for one: the second waits its turn (503)."""
+    """Two large bodies at once with room for one: the second waits its turn (503). A
+    1 MB text body holds about 2 MB: its bytes, then the str they parse into."""
     from apipod.loader import load_app
     from tests.helpers import SERVICES, serve_in_thread
 
     app = load_app(str(SERVICES / "sync_front.py"))
-    app.apply_config(app.config.replace(max_inflight_mb=1.5))
+    app.apply_config(app.config.replace(max_inflight_mb=2.5))
     payload = json.dumps({"text": "x" * 1_000_000}).encode()
 
     def slow_body() -> Iterator[bytes]:
