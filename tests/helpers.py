@@ -213,3 +213,17 @@ def migrated_store(backend: str, folder: Path) -> Iterator[Any]:
         stack.callback(store.close)
         store.migrate()
         yield store
+
+
+def rebind_dns(monkeypatch: Any, name: str, first: str, then: str) -> None:
+    """DNS rebinding, at the resolver the code calls: ``name`` resolves to ``first`` once,
+    then to ``then`` (every other name resolves as usual)."""
+    real_getaddrinfo = socket.getaddrinfo
+    answers = iter([first])
+
+    def rebinding(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == name:
+            host = next(answers, then)
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)

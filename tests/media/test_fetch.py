@@ -18,6 +18,7 @@ from apipod.errors import MediaError
 from apipod.media import fetch
 from apipod.media.fetch import check_url, fetch_url, post_url
 from apipod.media.urlpolicy import UrlPolicy
+from tests.helpers import rebind_dns
 from tests.webhook_receiver import receiver
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
@@ -317,15 +318,7 @@ def test_checked_address_is_dialled_not_a_second_lookup(
     server: _Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """DNS rebinding: a name that answers 127.0.0.1 to the check and 127.0.0.2 later."""
-    real_getaddrinfo = socket.getaddrinfo
-    answers = iter(["127.0.0.1"])
-
-    def rebinding(host: str, *args: object, **kwargs: object) -> object:
-        if host == "rebind.test":
-            host = next(answers, "127.0.0.2")
-        return real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    rebind_dns(monkeypatch, "rebind.test", "127.0.0.1", "127.0.0.2")
     for rebound in _serve("127.0.0.2", server.server_address[1]):
         assert fetch_url(server.url("/image.png", host="rebind.test"), LOCAL).data == PNG
         assert rebound.requests == []
@@ -508,15 +501,7 @@ def test_post_url_refuses_non_public_addresses_before_connecting() -> None:
 def test_post_url_checks_the_address_again_at_delivery(monkeypatch: pytest.MonkeyPatch) -> None:
     """DNS rebinding: a webhook host public when the submit checked it, 127.0.0.1 when the
     supervisor delivers."""
-    real_getaddrinfo = socket.getaddrinfo
-    answers = iter(["93.184.216.34"])
-
-    def rebinding(host: str, *args: object, **kwargs: object) -> object:
-        if host == "hooks.rebind.test":
-            host = next(answers, "127.0.0.1")
-        return real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    rebind_dns(monkeypatch, "hooks.rebind.test", "93.184.216.34", "127.0.0.1")
     public_only = UrlPolicy(timeout_s=5, label="webhook URL")
     with receiver() as hook:
         url = f"http://hooks.rebind.test:{hook.server_address[1]}/hook"

@@ -6,7 +6,6 @@ delivery, so a name that rebinds to a loopback address after the submit is not r
 from __future__ import annotations
 
 import dataclasses
-import socket
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -20,7 +19,7 @@ from apipod.media.fetch import check_url
 from apipod.store import JobStore
 from apipod.store.records import WebhookDelivery
 from apipod.supervisor.webhooks import GIVE_UP_AFTER_S, SIGNATURE_HEADER, WebhookSender, sign
-from tests.helpers import migrated_store
+from tests.helpers import migrated_store, rebind_dns
 from tests.webhook_receiver import receiver
 
 SECRET = "webhook-secret"
@@ -96,15 +95,7 @@ def test_the_ssrf_guard_runs_again_at_delivery(
 ) -> None:
     """DNS rebinding: a name that resolves to a public address when the submit checks it
     and to 127.0.0.1 when the supervisor delivers."""
-    real_getaddrinfo = socket.getaddrinfo
-    answers = iter(["93.184.216.34"])
-
-    def rebinding(host: str, *args: object, **kwargs: object) -> object:
-        if host == "hooks.rebind.test":
-            host = next(answers, "127.0.0.1")
-        return real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    rebind_dns(monkeypatch, "hooks.rebind.test", "93.184.216.34", "127.0.0.1")
     public_only = Config(webhook_secret=SECRET, webhook_timeout_s=5)
     with receiver() as hook:
         url = f"http://hooks.rebind.test:{hook.server_address[1]}/hook"
