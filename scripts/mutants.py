@@ -701,9 +701,9 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "queue-size-per-endpoint-ignored",
-        "apipod/app/pod.py",
-        "queue_size=spec.queue_size or self.config.queue_size,",
-        "queue_size=self.config.queue_size,",
+        "apipod/app/submit.py",
+        "queue_size=spec.queue_size or config.queue_size,",
+        "queue_size=config.queue_size,",
         ("tests/app/test_queue_api.py::test_an_endpoints_own_queue_size_bounds_its_queue",),
         "@app.endpoint(queue_size=N) is ignored: only the global queue_size bounds a queue",
     ),

@@ -30,9 +30,7 @@ from apipod.app.calls import (
     call_endpoint,
     close_payloads,
     media_objects,
-    payload_bytes,
     read_media_inputs,
-    submit_job,
 )
 from apipod.app.docs import install_docs
 from apipod.app.fastpath import FastPath
@@ -40,12 +38,12 @@ from apipod.app.files import install_file_routes
 from apipod.app.health import install_health
 from apipod.app.hosts import HostGuard
 from apipod.app.http_errors import install_error_handlers
-from apipod.app.idempotency import REPLAYED_HEADER, idempotency_key, submit_idempotent
+from apipod.app.idempotency import REPLAYED_HEADER
 from apipod.app.inputs import BodyLimits, RawInputs, read_inputs
 from apipod.app.openai import OpenAIRoutes
 from apipod.app.queue import QueueFrontEnd, install_job_routes, until_disconnect, wait_seconds
 from apipod.app.stream import StreamHub, install_stream_route, sync_stream_response
-from apipod.app.webhooks import webhook_policy, webhook_request, with_webhook
+from apipod.app.submit import enqueue
 from apipod.config import (
     RESULT_IMAGE_FORMATS,
     Config,
@@ -365,36 +363,8 @@ class APIPod(FastAPI):
     async def enqueue(
         self, request: Request, spec: EndpointSpec, values: dict, payloads: dict
     ) -> tuple[Job, bool]:
-        """Store a job for ``spec`` (with its webhook and Idempotency-Key, if the request
-        has them); ``(job, replayed)``, replayed when the key named an earlier job."""
-        declared = request.headers.get("content-length", "")
-        incoming = payload_bytes(payloads) + (int(declared) if declared.isdigit() else 0)
-        self.queue.check_room()
-        submit = functools.partial(
-            submit_job,
-            spec,
-            values,
-            payloads,
-            self.queue.store,
-            queue_size=spec.queue_size or self.config.queue_size,
-            max_attempts=self.config.max_attempts,
-            timeout_s=spec.job_timeout or self.config.job_timeout,
-        )
-        webhook = webhook_request(request, self.config)
-        if webhook is not None:
-            policy = webhook_policy(self.config)
-            submit = with_webhook(self.queue.store, webhook, policy, submit)
-        key = idempotency_key(request)
-        if key is None:
-            job, replayed = await self.queue.call(submit), False
-        else:
-            store = self.queue.store
-            args = (store, spec.path, key, values, payloads, submit, webhook)
-            job, replayed = await self.queue.call(submit_idempotent, *args)
-        if not replayed:
-            self.queue.stored(incoming)
-        logger.debug("job %s queued for %s", job.id, spec.path)
-        return job, replayed
+        """Store a job for ``spec``: :func:`apipod.app.submit.enqueue`."""
+        return await enqueue(self.queue, self.config, request, spec, values, payloads)
 
     # --- lifecycle and docs ------------------------------------------------------------------
     @asynccontextmanager
