@@ -123,9 +123,14 @@ class _GuardedProtocol(HttpToolsProtocol):
         """At the cap: close the oldest connection that runs no request (see
         ``_evictable``), else refuse this one with a 503 (uvicorn answers 503 from
         ``cap`` connections on)."""
-        live = [c for c in self.connections if not c.transport.is_closing()]
+        # A closing connection stays in uvicorn's set until its connection_lost runs, and
+        # uvicorn answers 503 at the head of any request while the set holds ``cap``: a
+        # probe right after an eviction got that 503. Closing ones count no more.
+        closing = [c for c in self.connections if c.transport.is_closing()]
+        self.connections.difference_update(closing)
+        live = list(self.connections)
         if len(live) < cap:
-            return  # those over the count are closing already
+            return
         opened_before = self.loop.time() - MIN_VICTIM_AGE_S
         heads = [c for c in live if c is not self and c._evictable(opened_before)]
         if heads:
@@ -133,6 +138,7 @@ class _GuardedProtocol(HttpToolsProtocol):
             logger.info("closing connection from %s: no request, at the cap", oldest.client)
             oldest._disarm()
             oldest.transport.close()
+            self.connections.discard(oldest)
             return
         self._refused = True
         self._disarm()

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from apipod.app.server import MIN_VICTIM_AGE_S, SPARE_FDS
+from apipod.app.server import SPARE_FDS
 from tests.helpers import (
     SERVICES,
     ServiceProcess,
@@ -106,11 +106,6 @@ async def attack(port: int, job_id: str) -> tuple[list[float], list[tuple[float,
     slow = [asyncio.create_task(slow_client(port, opened, lifetimes)) for _ in range(SLOW)]
     while len(opened) + len(lifetimes) < SLOW:  # every slow connection is open
         await asyncio.sleep(0.05)
-    # A connection that sent nothing the server has read is spared for its first
-    # MIN_VICTIM_AGE_S (its head may be unread during the flood): a probe inside that
-    # window can meet a full cap of spared connections (a 503, seen once on a loaded box
-    # with the open-file limit). From then on every probe must be a 200.
-    await asyncio.sleep(2 * MIN_VICTIM_AGE_S)
     probes = []
     deadline = time.monotonic() + READ_TIMEOUT_S + 3
     while time.monotonic() < deadline or len(lifetimes) < SLOW:
